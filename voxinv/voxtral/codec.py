@@ -1,0 +1,466 @@
+"""Voxtral codec: quantizer + decoder (released weights) + encoder architecture (not released).
+
+Module and attribute names mirror the checkpoint's ``audio_tokenizer.*`` tensor names, so loading
+is a rename table (weight norm ``conv.parametrizations.weight.original{0,1}`` → folded ``conv.weight``).
+Math follows spec §6 exactly; shapes: codes ``[B, 37, T]`` (raw, 0-based), latent ``[B, 292, T]``,
+waveform ``[B, 1, 1920·T]`` at 24 kHz.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from voxinv.voxtral.params import CodecArgs
+
+# ------------------------------------------------------------------------------------ building blocks
+
+
+def _pad1d(x: torch.Tensor, left: int, right: int, mode: str) -> torch.Tensor:
+    """F.pad that also reflects inputs shorter than the pad (zero-extends on the right first)."""
+    if mode == "reflect":
+        extra = max(0, max(left, right) - x.shape[-1] + 1)
+        if extra:
+            x = F.pad(x, (0, extra))
+            return F.pad(x, (left, right), mode)[..., : x.shape[-1] + left + right - extra]
+    return F.pad(x, (left, right), mode)
+
+
+class CausalConv1d(nn.Module):
+    """Left-padded conv: pad ``(k-1)·d + 1 - s`` on the left (+ right pad to a whole stride)."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int = 1, pad_mode: str = "reflect"):
+        super().__init__()
+        self.conv = nn.Conv1d(c_in, c_out, kernel_size, stride=stride, bias=False)
+        self.pad_mode = pad_mode
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C_in, T] -> [B, C_out, ceil(T/s)]
+        k, s = self.conv.kernel_size[0], self.conv.stride[0]
+        pad = k - s
+        n_frames = math.ceil((x.shape[-1] - k + pad) / s + 1)
+        extra = (n_frames - 1) * s + k - pad - x.shape[-1]
+        return self.conv(_pad1d(x, pad, extra, self.pad_mode))
+
+
+class CausalConvTranspose1d(nn.Module):
+    """Transposed conv whose ``k - s`` surplus samples are all trimmed on the right."""
+
+    def __init__(self, c_in: int, c_out: int, kernel_size: int, stride: int):
+        super().__init__()
+        self.conv = nn.ConvTranspose1d(c_in, c_out, kernel_size, stride=stride, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C, s·T]
+        trim = self.conv.kernel_size[0] - self.conv.stride[0]
+        y = self.conv(x)
+        return y[..., : y.shape[-1] - trim]
+
+
+class FeedForward(nn.Module):
+    def __init__(self, dim: int, hidden_dim: int):
+        super().__init__()
+        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
+        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
+        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+
+
+def alibi_slopes(n_heads: int) -> torch.Tensor:
+    """Upstream ALiBi slopes: ``r^0 … r^(n-1)``, ``r = 2^(-8/n)`` (1 … 1/128 for 8 heads)."""
+
+    def pow2(n: int) -> list[float]:
+        r = 2.0 ** (-8.0 / n)
+        return [r**i for i in range(n)]
+
+    if math.log2(n_heads).is_integer():
+        return torch.tensor(pow2(n_heads), dtype=torch.float32)
+    m = 2 ** math.floor(math.log2(n_heads))
+    return torch.tensor(pow2(m) + pow2(2 * m)[::2][: n_heads - m], dtype=torch.float32)
+
+
+class Attention(nn.Module):
+    """Causal sliding-window MHA with ALiBi and qk-norm, computed banded.
+
+    Each query attends to keys ``i-w … i`` only, so scores are ``[B, H, T, w+1]``: memory is
+    linear in T and no ``[T, T]`` mask is ever built (the decoder runs thousands of times per
+    inversion).
+    """
+
+    def __init__(self, args: CodecArgs, window: int):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
+        self.window = window
+        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
+        self.wk = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
+        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        self.qk_norm = args.qk_norm
+        if args.qk_norm:  # over the full projected width, before the head split
+            self.q_norm = nn.RMSNorm(args.n_heads * args.head_dim, eps=args.qk_norm_eps)
+            self.k_norm = nn.RMSNorm(args.n_kv_heads * args.head_dim, eps=args.qk_norm_eps)
+        offsets = torch.arange(-window, 1, dtype=torch.float32)  # key j - query i, for j = i-w … i
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.register_buffer("band_bias", alibi_slopes(args.n_heads)[:, None] * offsets, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D]
+        B, T, _ = x.shape
+        w, H, Dh = self.window, self.n_heads, self.head_dim
+        q, k, v = self.wq(x), self.wk(x), self.wv(x)
+        if self.qk_norm:
+            q, k = self.q_norm(q), self.k_norm(k)
+        q = q.view(B, T, H, Dh).transpose(1, 2)  # [B, H, T, Dh]
+        k = k.view(B, T, self.n_kv_heads, Dh).transpose(1, 2)
+        v = v.view(B, T, self.n_kv_heads, Dh).transpose(1, 2)
+        if self.n_kv_heads != H:
+            k = k.repeat_interleave(H // self.n_kv_heads, dim=1)
+            v = v.repeat_interleave(H // self.n_kv_heads, dim=1)
+        # key/value bands: [B, H, T, w+1, Dh], band slot m holds position i - w + m
+        kb = F.pad(k, (0, 0, w, 0)).unfold(2, w + 1, 1).transpose(-1, -2)
+        vb = F.pad(v, (0, 0, w, 0)).unfold(2, w + 1, 1).transpose(-1, -2)
+        scores = (q.unsqueeze(-2) @ kb.transpose(-1, -2)).squeeze(-2).float() / math.sqrt(Dh)
+        scores = scores + self.band_bias[None, :, None, :]  # ALiBi slope·(j - i)
+        invalid = (torch.arange(T, device=x.device)[:, None] + self.offsets) < 0  # keys before t=0
+        scores = scores.masked_fill(invalid, float("-inf"))
+        p = scores.softmax(-1).to(v.dtype)  # [B, H, T, w+1]
+        out = (p.unsqueeze(-2) @ vb).squeeze(-2)  # [B, H, T, Dh]
+        return self.wo(out.transpose(1, 2).reshape(B, T, H * Dh))
+
+
+class TransformerBlock(nn.Module):
+    def __init__(self, args: CodecArgs, window: int):
+        super().__init__()
+        self.attention = Attention(args, window)
+        self.feed_forward = FeedForward(args.dim, args.hidden_dim)
+        self.attention_norm = nn.RMSNorm(args.dim, eps=args.norm_eps)
+        self.ffn_norm = nn.RMSNorm(args.dim, eps=args.norm_eps)
+        self.layer_scale = args.layer_scale
+        if args.layer_scale:
+            init = args.layer_scale_init if args.layer_scale_init is not None else 0.1
+            self.attention_scale = nn.Parameter(torch.full((args.dim,), float(init)))
+            self.ffn_scale = nn.Parameter(torch.full((args.dim,), float(init)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, T, D]
+        r = self.attention(self.attention_norm(x))
+        h = x + (self.attention_scale * r if self.layer_scale else r)
+        r = self.feed_forward(self.ffn_norm(h))
+        return h + (self.ffn_scale * r if self.layer_scale else r)
+
+
+class Transformer(nn.Module):
+    """A stage of ``n_layers`` blocks (checkpoint names ``layers.{i}``), run on ``[B, T, D]``."""
+
+    def __init__(self, args: CodecArgs, n_layers: int, window: int):
+        super().__init__()
+        self.window = window
+        self.layers = nn.ModuleList(TransformerBlock(args, window) for _ in range(n_layers))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, C, T] -> [B, C, T]
+        h = x.transpose(1, 2)
+        for layer in self.layers:
+            h = layer(h)
+        return h.transpose(1, 2)
+
+
+# ------------------------------------------------------------------------------------------ quantizer
+
+
+class SemanticCodebook(nn.Module):
+    """EMA codebook: the usable table is ``embedding_sum / clamp(cluster_usage, 1e-5)``."""
+
+    EPS = 1e-5
+
+    def __init__(self, size: int, dim: int):
+        super().__init__()
+        self.register_buffer("cluster_usage", torch.ones(size))
+        self.register_buffer("embedding_sum", torch.zeros(size, dim))
+        self._cache: tuple[tuple, torch.Tensor] | None = None
+
+    @property
+    def table(self) -> torch.Tensor:  # [8192, 256], fp32 math, cached until the buffers change
+        key = (
+            self.embedding_sum.data_ptr(),
+            self.embedding_sum._version,
+            self.cluster_usage.data_ptr(),
+            self.cluster_usage._version,
+            self.embedding_sum.dtype,
+        )
+        if self._cache is None or self._cache[0] != key:
+            es, cu = self.embedding_sum.float(), self.cluster_usage.float()
+            self._cache = (key, (es / cu.clamp(min=self.EPS)[:, None]).to(self.embedding_sum.dtype))
+        return self._cache[1]
+
+    def decode(self, idx: torch.Tensor) -> torch.Tensor:  # [B, T] -> [B, 256, T]
+        return F.embedding(idx, self.table).transpose(1, 2)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:  # [B, 256, T] -> [B, T] nearest entry
+        B, D, T = x.shape
+        flat = x.transpose(1, 2).reshape(B * T, D).float()
+        return torch.cdist(flat, self.table.float()).argmin(-1).view(B, T)
+
+
+class Quantizer(nn.Module):
+    """Semantic VQ (first ``semantic_dim`` latent channels) + FSQ over ``acoustic_dim`` channels."""
+
+    def __init__(self, args: CodecArgs):
+        super().__init__()
+        self.semantic_codebook = SemanticCodebook(args.semantic_codebook_size, args.semantic_dim)
+        self.semantic_dim, self.acoustic_dim = args.semantic_dim, args.acoustic_dim
+        self.levels = args.acoustic_codebook_size
+
+    def fsq_values(self, codes: torch.Tensor) -> torch.Tensor:
+        """Acoustic integer levels 0..20 → values in [-1, 1]."""
+        return codes * 2 / (self.levels - 1) - 1
+
+    def fsq_codes(self, values: torch.Tensor) -> torch.Tensor:
+        """Values in [-1, 1] (already squashed) → nearest level 0..20 (round half to even)."""
+        return ((values.clamp(-1, 1) + 1) / 2 * (self.levels - 1)).round().long()
+
+    def decode(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """Raw codes ``[B, 37, T]`` → latent ``[B, 292, T]`` (semantic first)."""
+        sem = self.semantic_codebook.decode(codes[:, 0]).to(dtype)
+        ac = self.fsq_values(codes[:, 1:]).to(dtype)
+        return torch.cat([sem, ac], dim=1)
+
+    def encode(self, latent: torch.Tensor) -> torch.Tensor:
+        """Encoder latent ``[B, 292, T]`` → raw codes ``[B, 37, T]`` (nearest VQ entry, tanh + FSQ)."""
+        sem = self.semantic_codebook.encode(latent[:, : self.semantic_dim])
+        ac = self.fsq_codes(torch.tanh(latent[:, self.semantic_dim :].float()))
+        return torch.cat([sem[:, None], ac], dim=1)
+
+
+# ---------------------------------------------------------------------------------------------- codec
+
+
+def _is_conv(m: nn.Module) -> bool:
+    return isinstance(m, (CausalConv1d, CausalConvTranspose1d))
+
+
+class VoxtralCodec(nn.Module):
+    """The codec (``audio_tokenizer.*``). Decoder + quantizer are released; the encoder is not.
+
+    Build with ``with_encoder=False`` (default) to allocate only what the release ships.
+    """
+
+    def __init__(self, args: CodecArgs, *, with_encoder: bool = False):
+        super().__init__()
+        if not args.causal or args.channels != 1:
+            raise NotImplementedError("only the released causal mono codec is supported")
+        self.args = args
+        self.patch_size = args.pretransform_patch_size
+        window = args.attn_sliding_window_size
+
+        # encoder (spec §11): windows 16, 8, 4, 2; its strides also fix the decoder's windows
+        enc: list[nn.Module] = []
+        lengths, kernels, strides = (
+            args.encoder_transformer_lengths,
+            args.encoder_convs_kernels,
+            args.encoder_convs_strides,
+        )
+        for i, n in enumerate(lengths):
+            enc.append(Transformer(args, n, window))
+            last = i == len(lengths) - 1
+            if kernels[i] != 1 or strides[i] != 1 or last:
+                c_out = args.latent_dim if last else args.dim
+                enc.append(CausalConv1d(args.dim, c_out, kernels[i], strides[i], pad_mode="replicate"))
+                if args.half_attn_window_upon_downsampling and strides[i] > 1:
+                    window //= 2
+        if with_encoder:
+            self.input_proj = CausalConv1d(self.patch_size, args.dim, args.patch_proj_kernel_size)
+            self.encoder_blocks = nn.ModuleList(enc)
+
+        # decoder (spec §6.2): conv, then per stage a transformer followed by an upsampling conv
+        kernels, strides = args.decoder_convs_kernels, args.decoder_convs_strides
+        dec: list[nn.Module] = [
+            CausalConv1d(args.latent_dim, args.dim, kernels[0], strides[0], pad_mode="replicate")
+        ]
+        if args.half_attn_window_upon_downsampling and strides[0] > 1:
+            window *= 2
+        lengths = args.decoder_transformer_lengths
+        for i, n in enumerate(lengths):
+            dec.append(Transformer(args, n, window))
+            if i + 1 < len(lengths) and (kernels[i + 1] != 1 or strides[i + 1] != 1):
+                dec.append(CausalConvTranspose1d(args.dim, args.dim, kernels[i + 1], strides[i + 1]))
+                if args.half_attn_window_upon_downsampling and strides[i + 1] > 1:
+                    window *= 2
+        self.decoder_blocks = nn.ModuleList(dec)
+        self.quantizer = Quantizer(args)
+        self.output_proj = CausalConv1d(args.dim, self.patch_size, args.patch_proj_kernel_size)
+
+    # ----------------------------------------------------------------------------------- properties
+    @property
+    def has_encoder(self) -> bool:
+        return hasattr(self, "encoder_blocks")
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.output_proj.conv.weight.dtype
+
+    @property
+    def samples_per_frame(self) -> int:
+        return self.args.samples_per_frame
+
+    @property
+    def sampling_rate(self) -> int:
+        return self.args.sampling_rate
+
+    @property
+    def windows(self) -> list[int]:
+        """Attention windows of the decoder stages (2, 4, 8, 16 for the release)."""
+        return [b.window for b in self.decoder_blocks if isinstance(b, Transformer)]
+
+    # ------------------------------------------------------------------------------------- decoding
+    def latent(self, codes: torch.Tensor) -> torch.Tensor:
+        """Raw codes ``[B, 37, T]`` → latent ``[B, 292, T]`` in the decoder's dtype."""
+        return self.quantizer.decode(codes, self.dtype)
+
+    def decode_latent(self, latent: torch.Tensor) -> torch.Tensor:
+        """Differentiable entry point: latent ``[B, 292, T]`` → waveform ``[B, 1, 1920·T]``."""
+        x = latent.to(self.dtype)
+        for block in self.decoder_blocks:
+            x = block(x)  # convs and transformer stages both take/return [B, C, T]
+        x = self.output_proj(x)  # [B, 240, 8T]
+        B, H, T8 = x.shape
+        return x.transpose(1, 2).reshape(B, 1, T8 * H)  # sample t·240 + h = channel h at step t
+
+    def decode(self, codes: torch.Tensor) -> torch.Tensor:
+        """Raw codes ``[B, 37, T]`` (or ``[37, T]``) → waveform ``[B, 1, 1920·T]``."""
+        if codes.dim() == 2:
+            codes = codes[None]
+        return self.decode_latent(self.latent(codes))
+
+    def decode_windowed(self, codes: torch.Tensor, chunk: int = 250, context: int = 25) -> torch.Tensor:
+        """Decode long sequences in ``chunk``-frame windows with ``context`` frames of left context.
+
+        The decoder's receptive field is < 25 frames, so with ``context >= 25`` this equals a full
+        decode (up to float noise) while peak memory is bounded by ``chunk + context`` frames.
+        """
+        if codes.dim() == 2:
+            codes = codes[None]
+        T, spf = codes.shape[-1], self.samples_per_frame
+        if T <= chunk + context:
+            return self.decode(codes)
+        parts = []
+        for s in range(0, T, chunk):
+            a = max(0, s - context)
+            wav = self.decode(codes[..., a : s + chunk])
+            parts.append(wav[..., (s - a) * spf :])
+        return torch.cat(parts, dim=-1)
+
+    # ------------------------------------------------------------------------------------- encoding
+    def encode_latent(self, wav: torch.Tensor) -> torch.Tensor:
+        """Waveform ``[B, 1, N]`` → encoder latent ``[B, 292, ceil(N/1920)]`` (architecture only)."""
+        if not self.has_encoder:
+            raise RuntimeError(
+                "this codec has no encoder weights (Mistral did not release them); "
+                "use voxinv.run to recover codes by optimization, or load a checkpoint with encoder tensors"
+            )
+        pad = (-wav.shape[-1]) % self.patch_size
+        x = F.pad(wav, (0, pad)).to(self.dtype)
+        B = x.shape[0]
+        x = x.view(B, -1, self.patch_size).transpose(1, 2)  # [B, 240, N/240]
+        x = self.input_proj(x)
+        for block in self.encoder_blocks:
+            x = block(x)
+        return x
+
+    def encode(self, wav: torch.Tensor) -> torch.Tensor:
+        """Waveform ``[B, 1, N]`` → raw codes ``[B, 37, T]``."""
+        return self.quantizer.encode(self.encode_latent(wav))
+
+
+# ------------------------------------------------------------------------------- checkpoint ⇄ module
+
+_WN = (".parametrizations.weight.original0", ".parametrizations.weight.original1")
+ENCODER_PREFIXES = ("input_proj.", "encoder_blocks.")
+
+
+def fold_weight_norm(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Replace each ``X.parametrizations.weight.original{0,1}`` (g, v) pair by ``X.weight = g·v/‖v‖``.
+
+    The norm runs over all dims but 0 (torch's weight_norm default, also for ConvTranspose1d whose
+    dim 0 is the input channel). Computed in fp32, exact up to rounding.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        if name.endswith(_WN[1]):
+            continue
+        if name.endswith(_WN[0]):
+            base = name[: -len(_WN[0])]
+            v = tensors.get(base + _WN[1])
+            if v is None:
+                raise KeyError(f"weight-norm magnitude {name} has no direction tensor {base + _WN[1]}")
+            out[base + ".weight"] = torch._weight_norm(v.float(), t.float(), 0)
+        else:
+            out[name] = t
+    orphans = [n for n in tensors if n.endswith(_WN[1]) and n[: -len(_WN[1])] + _WN[0] not in tensors]
+    if orphans:
+        raise KeyError(f"weight-norm direction without magnitude: {orphans[:3]}")
+    return out
+
+
+def unfold_weight_norm(state: dict[str, torch.Tensor], conv_prefixes: list[str]) -> dict[str, torch.Tensor]:
+    """Inverse of :func:`fold_weight_norm` for saving: ``X.weight`` → (g = ‖W‖, v = W)."""
+    out = {}
+    for name, t in state.items():
+        base = name[: -len(".weight")] if name.endswith(".weight") else None
+        if base is not None and base in conv_prefixes:
+            g = torch.linalg.vector_norm(t.float(), dim=tuple(range(1, t.dim())), keepdim=True)
+            out[base + _WN[0]] = g.to(t.dtype)
+            out[base + _WN[1]] = t
+        else:
+            out[name] = t
+    return out
+
+
+def conv_prefixes(codec: VoxtralCodec) -> list[str]:
+    """Names of the weight-normed conv modules (``decoder_blocks.0.conv``, ``output_proj.conv``, …)."""
+    return [n for n, m in codec.named_modules() if isinstance(m, (nn.Conv1d, nn.ConvTranspose1d))]
+
+
+def codec_state_for_checkpoint(codec: VoxtralCodec) -> dict[str, torch.Tensor]:
+    """The codec's tensors under their checkpoint names (weight norm un-folded, no prefix)."""
+    state = {k: v for k, v in codec.state_dict().items()}
+    return unfold_weight_norm(state, conv_prefixes(codec))
+
+
+def load_codec(
+    ckpt,  # voxinv.voxtral.checkpoint.Checkpoint (typed loosely to avoid an import cycle in tiny.py)
+    *,
+    dtype: torch.dtype = torch.float32,
+    device: str | torch.device = "cpu",
+    with_encoder: bool | None = None,
+) -> VoxtralCodec:
+    """Build the codec from a checkpoint, reading only ``audio_tokenizer.*`` tensors.
+
+    ``with_encoder=None`` builds the encoder only if the checkpoint has its tensors (the release
+    does not). The semantic-table buffers keep the checkpoint's values exactly (cast to ``dtype``).
+    """
+    from voxinv.voxtral.checkpoint import check_state
+
+    tensors = ckpt.load("audio_tokenizer.")
+    has_enc = any(k.startswith(ENCODER_PREFIXES) for k in tensors)
+    if with_encoder is None:
+        with_encoder = has_enc
+    elif with_encoder and not has_enc:
+        raise RuntimeError(
+            f"{ckpt.path} has no codec encoder tensors (the release ships only the decoder)"
+        )
+    if not with_encoder:
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(ENCODER_PREFIXES)}
+    with torch.device("meta"):
+        codec = VoxtralCodec(ckpt.params.codec, with_encoder=with_encoder)
+    folded = fold_weight_norm(tensors)
+    expected = {k: v.shape for k, v in codec.state_dict().items()}
+    check_state(expected, folded, where="audio_tokenizer")
+    codec.load_state_dict({k: v.to(dtype) for k, v in folded.items()}, assign=True)
+    # non-persistent buffers were created on meta: rebuild them on the real device
+    for m in codec.modules():
+        if isinstance(m, Attention):
+            offsets = torch.arange(-m.window, 1, dtype=torch.float32)
+            m.offsets = offsets
+            m.band_bias = alibi_slopes(m.n_heads)[:, None] * offsets
+    return codec.to(device).eval().requires_grad_(False)
