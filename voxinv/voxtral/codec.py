@@ -260,12 +260,14 @@ class VoxtralCodec(nn.Module):
             args.encoder_convs_kernels,
             args.encoder_convs_strides,
         )
-        for i, n in enumerate(lengths):
-            enc.append(Transformer(args, n, window))
+        for i, n in enumerate(lengths):  # modules only if wanted; the window walk always runs
+            if with_encoder:
+                enc.append(Transformer(args, n, window))
             last = i == len(lengths) - 1
             if kernels[i] != 1 or strides[i] != 1 or last:
                 c_out = args.latent_dim if last else args.dim
-                enc.append(CausalConv1d(args.dim, c_out, kernels[i], strides[i], pad_mode="replicate"))
+                if with_encoder:
+                    enc.append(CausalConv1d(args.dim, c_out, kernels[i], strides[i], pad_mode="replicate"))
                 if args.half_attn_window_upon_downsampling and strides[i] > 1:
                     window //= 2
         if with_encoder:

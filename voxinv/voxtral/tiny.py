@@ -120,7 +120,8 @@ TINY_SIZES: dict = {
     "n_kv_heads": 2,
     "vocab_size": 2048,
     "flow": {"input_dim": 256, "dim": 256, "n_layers": 3, "head_dim": 16, "hidden_dim": 512, "n_heads": 8, "n_kv_heads": 2},
-    "codec": {"dim": 64, "hidden_dim": 128, "head_dim": 8, "n_heads": 8, "n_kv_heads": 8},
+    # codec dim 128 ≥ 292/3: a frame's latent stays identifiable through the k=3 input conv (dim 64 is not)
+    "codec": {"dim": 128, "hidden_dim": 256, "head_dim": 16, "n_heads": 8, "n_kv_heads": 8},
     "voices": {"casual_female": 24, "casual_male": 18, "neutral_female": 30},
 }
 

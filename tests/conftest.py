@@ -1,0 +1,38 @@
+"""Shared fixtures: one seeded tiny checkpoint per test session, real shared data when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(int(os.environ.get("VOXINV_TEST_THREADS", "2")))
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("VOXINV_SHARED", REPO.parent / "shared"))
+SHARED_DATA = SHARED / "data"
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory) -> Path:
+    """A tiny real-format model directory (decoder only, bf16), seed 0."""
+    from voxinv.voxtral.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny") / "model", seed=0)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir_encoder(tmp_path_factory) -> Path:
+    """Like ``tiny_dir`` but with codec encoder tensors (seed 1)."""
+    from voxinv.voxtral.tiny import make_tiny
+
+    return make_tiny(tmp_path_factory.mktemp("tiny_enc") / "model", seed=1, with_encoder=True)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real Voxtral data not present at {SHARED_DATA}")
+    return SHARED_DATA

@@ -1,0 +1,5 @@
+"""``python -m voxinv`` = the ``voxinv`` command."""
+
+from voxinv.cli import main
+
+raise SystemExit(main())

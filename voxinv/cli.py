@@ -1,0 +1,336 @@
+"""``voxinv <verb>``: command-line tools around the released Voxtral codec and voice files.
+
+Verbs: ``decode`` (codes → WAV), ``voice2codes`` / ``voice2wav`` (a voice prompt → its codes /
+audio), ``make-tiny`` (seeded tiny checkpoint), ``register-voice`` (servable overlay directory).
+
+Extension point: every module named in :data:`EXTENSIONS` that exists (``importlib.util.find_spec``)
+is imported when the parser is built and its ``add_cli(subparsers)`` is called. ``add_cli`` adds
+its sub-parser(s) and sets ``func=handler`` via ``set_defaults``; ``handler(args)`` returns an
+exit code (``None`` = 0). Errors of the classes in :func:`user_errors` print one line and exit 2.
+Model code is imported inside the handlers, so one verb never pays for another's imports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+    from voxinv.voxtral.checkpoint import Checkpoint
+
+PROG = "voxinv"
+# optional verb providers (module with add_cli(subparsers)); absent modules are skipped
+EXTENSIONS: tuple[str, ...] = ("voxinv.voxtral.tts",)
+WINDOW_CHUNK = 250  # frames per decode window (20 s); with 25 context frames ≡ a full decode
+WINDOW_CONTEXT = 25
+DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    """Exception classes that mean bad input (reported in one line, exit 2), not a bug."""
+    from voxinv.audio import AudioError
+    from voxinv.voxtral.checkpoint import CheckpointError
+    from voxinv.voxtral.codes import CodesError
+    from voxinv.voxtral.voices import VoiceError
+
+    return (CheckpointError, CodesError, VoiceError, AudioError)
+
+
+# --------------------------------------------------------------------------------------- helpers
+
+
+def _default_repo() -> str:
+    from voxinv.voxtral.checkpoint import DEFAULT_REPO
+
+    return DEFAULT_REPO
+
+
+def _checkpoint(model: str, *, weights: bool = True) -> Checkpoint:
+    from voxinv.voxtral.checkpoint import Checkpoint, CheckpointError
+
+    try:
+        return Checkpoint(model, weights=weights)
+    except ValueError as e:  # params.json unreadable / not a Voxtral TTS params file
+        raise CheckpointError(str(e)) from e
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    from voxinv.voxtral.checkpoint import CheckpointError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dev = torch.device(name)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise CheckpointError(f"--device {name}: CUDA is not available here; use --device cpu")
+    return dev
+
+
+def _dtype(name: str) -> torch.dtype:
+    import torch
+
+    return getattr(torch, DTYPES[name])
+
+
+def _strict_fp32(device: torch.device) -> None:
+    """fp32 on CUDA means fp32: no TF32 convs/matmuls (cuDNN enables TF32 convs by default)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+def _audio_table(ckpt: Checkpoint) -> torch.Tensor:
+    """The audio-code embedding table ``[9088, dim]`` (the only backbone tensor voices need)."""
+    from voxinv.voxtral.checkpoint import CheckpointError
+
+    t = ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.").get("embeddings.weight")
+    expected = (ckpt.params.audio.audio_table_rows, ckpt.params.backbone.dim)
+    if t is None or tuple(t.shape) != expected:
+        got = None if t is None else tuple(t.shape)
+        raise CheckpointError(
+            f"audio-code table has shape {got}, expected {expected}: checkpoint and params.json disagree"
+        )
+    return t
+
+
+def _resolve_voice(ckpt: Checkpoint, voice: str) -> tuple[str, torch.Tensor]:
+    """``voice`` is a ``.pt`` path or a preset name of the model → (label, tensor [N, dim])."""
+    from voxinv.voxtral.checkpoint import VOICE_DIR
+    from voxinv.voxtral.voices import VoiceError, load_voice
+
+    p = Path(voice).expanduser()
+    if p.suffix == ".pt" or p.is_file():
+        v = load_voice(p)
+        label = p.stem
+    else:
+        name = voice.lower()
+        presets = ckpt.params.voices
+        if name not in presets:
+            raise VoiceError(f"unknown voice {voice!r}: pass a .pt file or one of {', '.join(presets)}")
+        v = load_voice(ckpt.path / VOICE_DIR / f"{name}.pt")
+        label = name
+    if v.shape[1] != ckpt.params.backbone.dim:
+        raise VoiceError(
+            f"voice {voice} has rows of width {v.shape[1]}, the model's backbone dim is {ckpt.params.backbone.dim}: "
+            "it belongs to another model"
+        )
+    return label, v
+
+
+def _voice_codes(ckpt: Checkpoint, voice: str) -> tuple[str, torch.Tensor]:
+    """Recover the raw codes ``[T, 37]`` behind a voice and print the decomposition residual."""
+    from voxinv.voxtral.voices import voice_to_codes
+
+    label, v = _resolve_voice(ckpt, voice)
+    dec = voice_to_codes(v, _audio_table(ckpt), ckpt.params.audio)
+    T = dec.codes.shape[0]
+    print(
+        f"{label}: {v.shape[0]} rows -> {T} frames ({T / ckpt.params.codec.frame_rate:.2f} s); "
+        f"residual ‖row − Σ emb(codes)‖/‖row‖ max {dec.max_rel_error:.3e}, "
+        f"mean {float(dec.rel_error.mean()):.3e} ({dec.sweeps} sweeps)"
+    )
+    return label, dec.codes
+
+
+def _decode_to_wav(ckpt: Checkpoint, raw: torch.Tensor, out: str, device: str, dtype: str) -> None:
+    """Raw ``[T, 37]`` codes → ``out`` (24 kHz mono float32 WAV, exactly samples_per_frame·T samples)."""
+    import torch
+
+    from voxinv.audio import write_wav
+    from voxinv.voxtral.codec import load_codec
+    from voxinv.voxtral.codes import frames_to_batch
+
+    dev, dt = _device(device), _dtype(dtype)
+    if dt == torch.float32:
+        _strict_fp32(dev)
+    codec = load_codec(ckpt, dtype=dt, device=dev)
+    with torch.inference_mode():
+        wav = codec.decode_windowed(frames_to_batch(raw).to(dev), chunk=WINDOW_CHUNK, context=WINDOW_CONTEXT)
+    wav = wav.float().cpu().reshape(-1)  # [1920·T]
+    assert wav.numel() == raw.shape[0] * codec.samples_per_frame
+    write_wav(out, wav, codec.sampling_rate)
+    print(
+        f"wrote {out}: {raw.shape[0]} frames, {wav.numel()} samples ({wav.numel() / codec.sampling_rate:.2f} s) "
+        f"at {codec.sampling_rate} Hz, peak {float(wav.abs().max()):.3f}"
+    )
+
+
+def _save_codes(path: str, raw: torch.Tensor, frame_rate: float, **meta: str) -> None:
+    import numpy as np
+
+    from voxinv.voxtral.codes import save_codes, validate_raw
+
+    if Path(path).suffix.lower() == ".npy":
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, validate_raw(raw).numpy())
+    else:
+        save_codes(path, raw, frame_rate=frame_rate, **meta)
+    print(f"wrote {path}: raw codes [{raw.shape[0]}, {raw.shape[1]}]")
+
+
+# -------------------------------------------------------------------------------------- handlers
+
+
+def cmd_decode(args: argparse.Namespace) -> int:
+    from voxinv.voxtral.codes import load_codes
+
+    raw = load_codes(args.codes, fmt=args.format)  # validated raw [T, 37]
+    _decode_to_wav(_checkpoint(args.model), raw, args.out, args.device, args.dtype)
+    return 0
+
+
+def cmd_voice2codes(args: argparse.Namespace) -> int:
+    ckpt = _checkpoint(args.model)
+    label, raw = _voice_codes(ckpt, args.voice)
+    _save_codes(args.out, raw, ckpt.params.codec.frame_rate, source=f"voice:{label}")
+    return 0
+
+
+def cmd_voice2wav(args: argparse.Namespace) -> int:
+    ckpt = _checkpoint(args.model)
+    label, raw = _voice_codes(ckpt, args.voice)
+    if args.codes_out:
+        _save_codes(args.codes_out, raw, ckpt.params.codec.frame_rate, source=f"voice:{label}")
+    _decode_to_wav(ckpt, raw, args.out, args.device, args.dtype)
+    return 0
+
+
+def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from voxinv.voxtral.tiny import make_tiny
+
+    out = make_tiny(args.dir, seed=args.seed, dtype=_dtype(args.dtype), with_encoder=args.with_encoder)
+    print(f"wrote tiny Voxtral checkpoint (seed {args.seed}{', with encoder' if args.with_encoder else ''}) to {out}")
+    return 0
+
+
+def cmd_register_voice(args: argparse.Namespace) -> int:
+    from voxinv.voxtral.voices import VoiceError, has_end_row, load_voice, register_voice
+
+    ckpt = _checkpoint(args.model)
+    v = load_voice(args.voice_file)
+    if v.shape[1] != ckpt.params.backbone.dim:
+        raise VoiceError(
+            f"{args.voice_file} has rows of width {v.shape[1]}, the model's backbone dim is {ckpt.params.backbone.dim}"
+        )
+    if not has_end_row(v, _audio_table(ckpt), ckpt.params.audio):
+        print(
+            f"warning: the last row of {args.voice_file} is not the END frame; voices made by voxinv end with it",
+            file=sys.stderr,
+        )
+    out = register_voice(ckpt.path, args.name, v, args.out)
+    print(
+        f"registered voice {args.name.lower()!r} ({v.shape[0]} rows incl. END) in {out}; "
+        f"serve it with `vllm serve {out}` and request voice={args.name.lower()!r}"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- parser
+
+
+def _add_model(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--model",
+        default=_default_repo(),
+        help="model directory or Hugging Face repo id (default: %(default)s)",
+    )
+
+
+def _add_runtime(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", help="cpu, cuda, cuda:N or auto (default: %(default)s)")
+    p.add_argument(
+        "--dtype",
+        default="fp32",
+        choices=sorted(DTYPES),
+        help="decoder precision (default fp32; vLLM-Omni serves bf16, ≈40 dB SNR from fp32)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=PROG, description="Voice cloning for Voxtral-4B-TTS by inverting its codec decoder."
+    )
+    sub = parser.add_subparsers(dest="command", metavar="VERB", required=True)
+
+    p = sub.add_parser("decode", help="decode [T, 37] codes to a 24 kHz WAV")
+    _add_model(p)
+    p.add_argument("--codes", required=True, help=".npy / .safetensors / .pt holding [T, 37] integer codes")
+    p.add_argument("--out", required=True, help="output WAV (mono float32, 1920·T samples)")
+    p.add_argument(
+        "--format",
+        choices=("raw", "model"),
+        default=None,
+        help="raw = 0-based codec codes; model = +2 with END frame (default: file metadata, else raw)",
+    )
+    _add_runtime(p)
+    p.set_defaults(func=cmd_decode)
+
+    p = sub.add_parser("voice2codes", help="recover the codes behind a voice prompt")
+    _add_model(p)
+    p.add_argument("--voice", required=True, help="preset name (e.g. casual_female) or a voice .pt file")
+    p.add_argument("--out", required=True, help="output codes (.safetensors, or .npy)")
+    p.set_defaults(func=cmd_voice2codes)
+
+    p = sub.add_parser("voice2wav", help="decode the audio behind a voice prompt")
+    _add_model(p)
+    p.add_argument("--voice", required=True, help="preset name (e.g. casual_female) or a voice .pt file")
+    p.add_argument("--out", required=True, help="output WAV")
+    p.add_argument("--codes-out", default=None, help="also save the recovered codes here")
+    _add_runtime(p)
+    p.set_defaults(func=cmd_voice2wav)
+
+    p = sub.add_parser("make-tiny", help="write a seeded tiny random checkpoint in the release format")
+    p.add_argument("dir", help="output model directory")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--with-encoder", action="store_true", help="also write codec encoder tensors")
+    p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES), help="tensor dtype (default bf16, as released)")
+    p.set_defaults(func=cmd_make_tiny)
+
+    p = sub.add_parser("register-voice", help="make an overlay model directory that serves a new voice")
+    _add_model(p)
+    p.add_argument("--voice-file", required=True, help="voice prompt .pt ([N, dim] bf16, last row END)")
+    p.add_argument("--name", required=True, help="voice name (letters, digits, '_' or '-')")
+    p.add_argument("--out", required=True, help="overlay directory (created; the model directory is untouched)")
+    p.set_defaults(func=cmd_register_voice)
+
+    for name in EXTENSIONS:
+        _load_extension(name, sub)
+    return parser
+
+
+def _load_extension(name: str, sub: argparse._SubParsersAction) -> None:
+    """Register ``name.add_cli(sub)`` if module ``name`` exists; its own import errors propagate."""
+    try:
+        spec = importlib.util.find_spec(name)
+    except ModuleNotFoundError:  # a parent package is missing
+        spec = None
+    if spec is None:
+        return
+    add_cli = getattr(importlib.import_module(name), "add_cli", None)
+    if add_cli is not None:
+        add_cli(sub)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+    except user_errors() as e:
+        msg = " ".join(str(e).split()) or type(e).__name__
+        print(f"{PROG}: error: {msg}", file=sys.stderr)
+        return 2
+    return int(rc or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Write a finished (or stopped) inversion: codes, reconstruction, voice, metrics, config."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+
+from voxinv.audio import write_wav
+from voxinv.voxtral.codes import save_codes
+from voxinv.voxtral.voices import codes_to_voice
+
+
+def _atomic_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
+    os.replace(tmp, path)
+
+
+def code_stats(codes: torch.Tensor, levels: int = 21) -> dict:
+    """Statistics of raw codes ``[T, 37]`` that flag degenerate solutions (collapse, saturation)."""
+    sem, ac = codes[:, 0], codes[:, 1:]
+    hist = torch.bincount(ac.flatten(), minlength=levels).float()
+    p = hist / hist.sum()
+    return {
+        "frames": int(codes.shape[0]),
+        "unique_semantic": int(sem.unique().numel()),
+        "acoustic_extreme_fraction": float(((ac == 0) | (ac == levels - 1)).float().mean()),
+        "acoustic_level_entropy_bits": float(-(p[p > 0] * p[p > 0].log2()).sum()),
+    }
+
+
+@torch.no_grad()
+def discrete_losses(codec, losses, target: torch.Tensor, codes: torch.Tensor, weights) -> dict[str, list[float]]:
+    """Loss terms of the fp32 decode of each restart's discrete codes ``[B, T, 37]`` (no noise)."""
+    from voxinv.invert.params import CodeSample
+
+    dev = target.device
+    lat = codec.quantizer.decode(codes.transpose(1, 2).to(dev), torch.float32)
+    wav = codec.decode_latent(lat)[:, 0].float()
+    B, T = codes.shape[:2]
+    onehot = torch.nn.functional.one_hot(codes[..., 0].to(dev), codec.args.semantic_codebook_size).float()
+    ac = codes[..., 1:].to(dev).float() * 2 / (codec.args.acoustic_codebook_size - 1) - 1
+    sample = CodeSample(latent=lat, sem_onehot=onehot, ac_values=ac, aux={})
+    terms = losses(wav, target, sample, weights)
+    return {k: [float(x) for x in v.flatten()] for k, v in terms.items()}
+
+
+def export_run(
+    out: Path,
+    *,
+    codes: torch.Tensor,  # raw [T, 37]
+    codec,  # fp32 codec used for the reconstruction
+    target,
+    ckpt,
+    extra: dict,
+) -> dict:
+    """Write codes.safetensors, reconstruction.wav, target.wav, voice.pt, metrics.json (+true_codes)."""
+    from voxinv.eval.metrics import code_recovery, signal_metrics
+
+    out.mkdir(parents=True, exist_ok=True)
+    sr = codec.sampling_rate
+    save_codes(out / "codes.safetensors", codes, frame_rate=codec.args.frame_rate, model=str(ckpt.path), target=target.name)
+    rec = codec.decode_windowed(codes.T[None].to(next(codec.parameters()).device))[0, 0].float().cpu()
+    write_wav(out / "reconstruction.wav", rec, sr)
+    write_wav(out / "target.wav", target.wav, sr)
+    table = ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.")["embeddings.weight"]
+    voice = codes_to_voice(codes, table, ckpt.params.audio)
+    tmp = out / "voice.pt.tmp"
+    torch.save(voice, tmp)
+    os.replace(tmp, out / "voice.pt")
+    x, y = target.wav.numpy(), rec.numpy()
+    metrics = {
+        "signal": signal_metrics(x, y, sr),
+        "codes": code_stats(codes, codec.args.acoustic_codebook_size),
+        "target": {"name": target.name, "frames": target.n_frames, "seconds": target.wav.numel() / sr, **target.info},
+        "voice": {"rows": int(voice.shape[0]), "dim": int(voice.shape[1])},
+        **extra,
+    }
+    if target.codes is not None:
+        save_codes(out / "true_codes.safetensors", target.codes, frame_rate=codec.args.frame_rate)
+        metrics["truth"] = code_recovery(codes, target.codes, table=table, audio_args=ckpt.params.audio)
+    _atomic_json(out / "metrics.json", metrics)
+    return metrics

@@ -1,0 +1,172 @@
+"""Loss terms on the decoded waveform (and the codes), combined as a weight dict.
+
+Every term returns one value per batch item (``[B]``) so restarts can be ranked. Terms:
+``l1`` waveform L1 · ``stft`` multi-resolution STFT (auraloss: spectral convergence + log magnitude)
+· ``mel`` multi-scale log-mel L1 · ``mfcc`` MFCC L1 · ``spk`` 1 − cos of GE2E speaker embeddings
+· ``prior`` backbone prior (semantic CE + flow-matching error) · ``commit`` latent commitment.
+No term swallows an exception: a failing term fails the step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+import torch.nn.functional as F
+import torchaudio
+from torch import nn
+
+WAVE_TERMS = ("l1", "stft", "mel", "mfcc", "spk")
+KNOWN_TERMS = WAVE_TERMS + ("prior", "commit")
+
+
+class MultiResSTFT(nn.Module):
+    def __init__(self, fft_sizes: Sequence[int], hop_ratio: float = 0.25, w_sc: float = 1.0, w_log_mag: float = 1.0, w_lin_mag: float = 0.0):
+        super().__init__()
+        import auraloss
+
+        hops = [max(1, int(n * hop_ratio)) for n in fft_sizes]
+        self.loss = auraloss.freq.MultiResolutionSTFTLoss(
+            fft_sizes=list(fft_sizes), hop_sizes=hops, win_lengths=list(fft_sizes),
+            w_sc=w_sc, w_log_mag=w_log_mag, w_lin_mag=w_lin_mag,
+        )
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
+        return torch.stack([self.loss(y[b : b + 1, None], x[None, None]) for b in range(y.shape[0])])
+
+
+class MultiScaleMel(nn.Module):
+    def __init__(self, sr: int, fft_sizes: Sequence[int], n_mels: int = 80, hop_ratio: float = 0.25, eps: float = 1e-5):
+        super().__init__()
+        self.mels = nn.ModuleList(
+            torchaudio.transforms.MelSpectrogram(
+                sample_rate=sr, n_fft=n, hop_length=max(1, int(n * hop_ratio)), n_mels=n_mels, power=1.0
+            )
+            for n in fft_sizes
+        )
+        self.eps = eps
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        out = 0.0
+        for mel in self.mels:
+            out = out + (torch.log(mel(y) + self.eps) - torch.log(mel(x) + self.eps)[None]).abs().mean((-1, -2))
+        return out / len(self.mels)
+
+
+class MFCCLoss(nn.Module):
+    def __init__(self, sr: int, n_mfcc: int = 40, n_fft: int = 2048, hop: int = 512, n_mels: int = 128):
+        super().__init__()
+        self.mfcc = torchaudio.transforms.MFCC(sr, n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop, "n_mels": n_mels})
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (self.mfcc(y) - self.mfcc(x)[None]).abs().mean((-1, -2))
+
+
+class SpeakerTerm(nn.Module):
+    """1 − cos(GE2E(y), GE2E(target)); the target embedding is computed once."""
+
+    def __init__(self, encoder: nn.Module, target: torch.Tensor, sr: int):
+        super().__init__()
+        self.encoder, self.sr = encoder, sr
+        with torch.no_grad():
+            self.register_buffer("ref", encoder.embed(target[None], sr)[0], persistent=False)
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return 1 - F.cosine_similarity(self.encoder.embed(y, self.sr), self.ref[None], dim=-1)
+
+
+class LossSuite(nn.Module):
+    """Weighted sum of named terms; ``forward`` returns every term ``[B]`` and ``total`` ``[B]``."""
+
+    def __init__(self, weights: Mapping[str, float], terms: Mapping[str, nn.Module], prior: nn.Module | None = None):
+        super().__init__()
+        unknown = set(weights) - set(KNOWN_TERMS)
+        if unknown:
+            raise ValueError(f"unknown loss terms {sorted(unknown)}; known: {KNOWN_TERMS}")
+        self.weights = dict(weights)
+        self.terms = nn.ModuleDict(terms)
+        self.prior = prior
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor, sample, weights: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
+        """``y`` decoded ``[B, N]``, ``x`` target ``[N]``, ``sample`` the CodeSample; weights override (ramps)."""
+        w = self.weights if weights is None else weights
+        out: dict[str, torch.Tensor] = {}
+        for name, term in self.terms.items():
+            out[name] = term(y, x)
+        if "prior" in w:
+            parts = self.prior(sample.sem_onehot, sample.ac_values)
+            for k, v in parts.items():
+                out[k] = v.expand(y.shape[0]) if v.dim() == 0 else v
+            out["prior"] = sum(parts.values())
+        for k, v in sample.aux.items():
+            out[k] = v
+        total = sum(w.get(k, 0.0) * out[k] for k in out if k in w)
+        out["total"] = total if torch.is_tensor(total) else torch.zeros(y.shape[0], device=y.device)
+        return out
+
+
+class Balancer:
+    """Gradient-norm balancer for the waveform terms (audiocraft-style).
+
+    Each term's gradient w.r.t. the decoded waveform is rescaled so that its share of the update is
+    its weight's share, independent of the term's raw scale (EMA of gradient norms).
+    """
+
+    def __init__(self, total_norm: float = 1.0, ema_decay: float = 0.999, eps: float = 1e-12):
+        self.total_norm, self.decay, self.eps = total_norm, ema_decay, eps
+        self.norms: dict[str, float] = {}
+        self.count = 0
+
+    def backward(self, y: torch.Tensor, terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> dict[str, float]:
+        """Backpropagate the balanced waveform gradient; returns the per-term gradient norms."""
+        names = [k for k in WAVE_TERMS if k in terms and weights.get(k, 0.0) > 0]
+        wsum = sum(weights[k] for k in names)
+        grads, seen = {}, {}
+        self.count += 1
+        for k in names:
+            (g,) = torch.autograd.grad(terms[k].sum(), y, retain_graph=True)
+            n = float(g.norm())
+            ema = self.norms.get(k, 0.0) * self.decay + n
+            self.norms[k] = ema
+            avg = ema / ((1 - self.decay**self.count) / (1 - self.decay))  # bias-corrected EMA
+            grads[k] = g * (self.total_norm * weights[k] / wsum / (avg + self.eps))
+            seen[k] = n
+        if grads:
+            y.backward(sum(grads.values()), retain_graph=True)
+        return seen
+
+    def state_dict(self) -> dict:
+        return {"norms": dict(self.norms), "count": self.count}
+
+    def load_state_dict(self, d: dict) -> None:
+        self.norms, self.count = dict(d["norms"]), int(d["count"])
+
+
+def build_terms(cfg: Mapping, sr: int, target: torch.Tensor, speaker_encoder: nn.Module | None) -> dict[str, nn.Module]:
+    """Instantiate the waveform terms with positive weight from the ``loss`` config group."""
+    terms: dict[str, nn.Module] = {}
+    weights = cfg["weights"]
+    for name, w in weights.items():
+        if w <= 0 or name not in WAVE_TERMS:
+            continue
+        if name == "l1":
+            terms[name] = _L1()
+        elif name == "stft":
+            c = cfg["stft"]
+            terms[name] = MultiResSTFT(c["fft_sizes"], c["hop_ratio"], c["w_sc"], c["w_log_mag"], c["w_lin_mag"])
+        elif name == "mel":
+            c = cfg["mel"]
+            terms[name] = MultiScaleMel(sr, c["fft_sizes"], c["n_mels"], c["hop_ratio"])
+        elif name == "mfcc":
+            c = cfg["mfcc"]
+            terms[name] = MFCCLoss(sr, c["n_mfcc"], c["n_fft"], c["hop"], c["n_mels"])
+        elif name == "spk":
+            if speaker_encoder is None:
+                raise ValueError("loss 'spk' needs the speaker encoder (pip install --no-deps resemblyzer)")
+            terms[name] = SpeakerTerm(speaker_encoder, target, sr)
+    return terms
+
+
+class _L1(nn.Module):
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return (y - x[None]).abs().mean(-1)

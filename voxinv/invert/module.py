@@ -1,0 +1,162 @@
+"""The inversion as a LightningModule. ``training_step`` is the whole algorithm, top to bottom.
+
+Frozen networks (codec decoder, speaker encoder, backbone prior) are held outside the module's
+parameters/state so checkpoints hold only the code parameters, the optimizer and RNG state.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytorch_lightning as pl
+import torch
+from omegaconf import DictConfig
+
+from voxinv.invert import schedule
+from voxinv.invert.losses import WAVE_TERMS, Balancer, LossSuite
+from voxinv.invert.params import CodeParams
+from voxinv.invert.target import Target
+
+
+class NonFiniteLoss(RuntimeError):
+    pass
+
+
+class _Frozen:
+    """Plain holder: Lightning neither registers nor checkpoints what is inside."""
+
+    def __init__(self, **kw):
+        self.__dict__.update(kw)
+
+
+class InversionModule(pl.LightningModule):
+    def __init__(self, cfg: DictConfig, codec, target: Target, losses: LossSuite, params: CodeParams, eval_codec=None):
+        super().__init__()
+        self.automatic_optimization = False  # the step below is the whole loop, written out
+        self.cfg = cfg
+        self.frozen = _Frozen(codec=codec, eval_codec=eval_codec or codec, losses=losses)
+        self.params = params
+        self.register_buffer("target", target.wav.float(), persistent=False)  # [N]
+        self.true_codes = target.codes
+        self.noise = torch.Generator()  # Gumbel noise: own generator so resume replays it exactly
+        self.noise.manual_seed(int(cfg.seed) + 1)
+        self.balancer = Balancer(**cfg.loss.balancer.kwargs) if cfg.loss.balancer.enabled else None
+        self.history: list[dict] = []  # eval records (step, metrics), kept in checkpoints
+        self.last_good_codes: torch.Tensor | None = None
+        self.stopped_reason: str | None = None
+        self._t0 = time.time()
+
+    # ----------------------------------------------------------------------------------- one step
+    def training_step(self, batch, batch_idx):
+        cfg, step = self.cfg, self.global_step
+        total_steps = int(cfg.steps)
+        opt = self.optimizers()
+        lr_sched = self.lr_schedulers()
+        codec, losses = self.frozen.codec, self.frozen.losses
+
+        # 1. sample discrete codes (straight-through) and decode them with the frozen codec
+        tau = schedule.temperature(step, total_steps, **cfg.schedule.temperature)
+        sample = self.params(tau, noise=self.noise)
+        wav = codec.decode_latent(sample.latent)[:, 0].float()  # [B, N]
+
+        # 2. loss terms [B] and their weighted sum, with weight ramps
+        weights = schedule.loss_weights(step, cfg.loss.weights, cfg.schedule.get("ramps"))
+        terms = losses(wav, self.target, sample, weights)
+        loss = terms["total"].mean()
+        if not torch.isfinite(loss):
+            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
+            raise NonFiniteLoss(f"non-finite loss at step {step} (terms: {', '.join(bad)})")
+        self.last_good_codes = self.params.codes().cpu()  # the codes this finite loss belongs to
+
+        # 3. backward (optionally gradient-balanced on the waveform), clip, step
+        opt.zero_grad(set_to_none=True)
+        if self.balancer is not None:
+            rest = sum(weights.get(k, 0.0) * terms[k] for k in terms if k in weights and k not in WAVE_TERMS)
+            self.balancer.backward(wav, {k: terms[k] for k in WAVE_TERMS if k in terms}, weights)
+            if torch.is_tensor(rest) and rest.requires_grad:
+                self.manual_backward(rest.mean())
+        else:
+            self.manual_backward(loss)
+        if cfg.optim.grad_clip:
+            self.clip_gradients(opt, gradient_clip_val=float(cfg.optim.grad_clip), gradient_clip_algorithm="norm")
+        opt.step()
+        lr_sched.step()
+
+        # 4. log
+        self.log("loss", loss.detach(), prog_bar=True)
+        self.log_dict({f"train/{k}": v.detach().mean() for k, v in terms.items() if k != "total"})
+        self.log_dict({"train/lr": lr_sched.get_last_lr()[0], "train/temperature": tau})
+        every = int(cfg.eval_every)
+        if every and ((step + 1) % every == 0 or step + 1 == total_steps):
+            self.evaluate(step + 1)
+
+    # --------------------------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def evaluate(self, step: int) -> dict:
+        """fp32 decode of the discrete codes → signal metrics (+ code accuracy when codes are known)."""
+        from voxinv.eval.metrics import code_recovery, log_mel_distance, si_sdr
+
+        codes = self.params.codes()  # [B, T, 37]
+        rec = self.frozen.eval_codec.decode(codes.transpose(1, 2).to(self.device))[:, 0].float()
+        x = self.target
+        rec_np = rec.cpu().numpy()
+        x_np = x.cpu().numpy()
+        per = []
+        for b in range(rec.shape[0]):
+            m = {"si_sdr": si_sdr(x_np, rec_np[b]), "mel": log_mel_distance(x_np, rec_np[b], self.frozen.codec.sampling_rate)}
+            if self.true_codes is not None:
+                m.update(code_recovery(codes[b].cpu(), self.true_codes))
+            per.append(m)
+        best = max(range(len(per)), key=lambda b: per[b]["si_sdr"])
+        rec_m = {"step": step, "wall_s": round(time.time() - self._t0, 3), "restart": best, **per[best]}
+        self.history.append(rec_m)
+        self.log_dict({f"eval/{k}": float(v) for k, v in per[best].items() if isinstance(v, (int, float))})
+        self._eval_audio = rec[best].cpu()
+        return rec_m
+
+    # ------------------------------------------------------------------------------ configuration
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        if o.name == "adam":
+            opt = torch.optim.Adam(self.params.parameters(), lr=o.lr, betas=tuple(o.betas))
+        elif o.name == "adamw":
+            opt = torch.optim.AdamW(self.params.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+        elif o.name == "sgd":
+            opt = torch.optim.SGD(self.params.parameters(), lr=o.lr, momentum=o.momentum)
+        else:
+            raise ValueError(f"optim.name={o.name!r}: expected adam, adamw or sgd")
+        lr = self.cfg.schedule.lr
+        total = int(self.cfg.steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: schedule.lr_factor(s, total, lr.warmup, lr.min_ratio, lr.kind)
+        )
+        return [opt], [sched]
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["voxinv"] = {
+            "noise": self.noise.get_state(),
+            "history": self.history,
+            "balancer": self.balancer.state_dict() if self.balancer else None,
+            "wall_s": time.time() - self._t0,
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        s = checkpoint["voxinv"]
+        self.noise.set_state(s["noise"])
+        self.history = list(s["history"])
+        if self.balancer and s["balancer"]:
+            self.balancer.load_state_dict(s["balancer"])
+        self._t0 = time.time() - s["wall_s"]
+
+
+class Steps(torch.utils.data.Dataset):
+    """``n`` empty batches: the data is the fixed target, a step is one optimizer update."""
+
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i

@@ -1,0 +1,283 @@
+"""Hydra entry point: compose → build → fit → export → evaluate.
+
+    python -m voxinv.run                                   # defaults (tiny model, oracle target)
+    python -m voxinv.run experiment=demo                   # the ≈1 min offline demo
+    python -m voxinv.run model=voxtral loss=stft+spk target=file target.path=me.wav
+    python -m voxinv.run -m seed=0,1,2 codes=gumbel,softmax_ste   # sweeps
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+log = logging.getLogger("voxinv")
+CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")  # the repo's conf/ (editable install)
+DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+
+
+def model_path(cfg: DictConfig) -> str:
+    """The model directory / repo id; the tiny model is generated once into the cache directory."""
+    m = cfg.model
+    if m.path:
+        return str(m.path)
+    if m.name != "tiny":
+        raise ValueError("model.path is required (a local directory or a Hugging Face repo id)")
+    from voxinv.voxtral.tiny import make_tiny
+
+    path = Path(m.cache_dir).expanduser() / f"tiny-seed{m.tiny_seed}"
+    if not (path / "consolidated.safetensors").is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tiny-"))
+        make_tiny(tmp, seed=int(m.tiny_seed))
+        try:
+            os.replace(tmp, path)
+        except OSError:  # another process made it first
+            shutil.rmtree(tmp, ignore_errors=True)
+    return str(path)
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise RuntimeError("device=cuda requested but CUDA is not available; use device=cpu")
+    return torch.device(name)
+
+
+def build_target(cfg: DictConfig, codec, ckpt):
+    from voxinv.invert import target as T
+
+    t = cfg.target
+    if t.kind == "file":
+        if not t.path:
+            raise ValueError("target=file needs target.path=<audio file>")
+        return T.from_file(t.path, codec, trim=t.trim, trim_db=t.trim_db, peak=t.peak, max_seconds=t.max_seconds)
+    if t.kind == "synthetic":
+        return T.synthetic(codec, int(t.n_frames), int(t.seed))
+    if t.kind == "preset":
+        return T.preset(codec, ckpt, t.voice, t.max_frames)
+    raise ValueError(f"target.kind={t.kind!r}: expected file, preset or synthetic")
+
+
+def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
+    r = cfg.resume
+    if r in (False, None, "false"):
+        return None
+    p = out / "checkpoints" / "last.ckpt" if r in (True, "true") else Path(str(r))
+    if p.is_dir():
+        p = p / "checkpoints" / "last.ckpt"
+    if not p.is_file():
+        if r in (True, "true"):
+            log.info("resume=true but %s does not exist yet: starting fresh", p)
+            return None
+        raise FileNotFoundError(f"resume={r}: no checkpoint at {p}")
+    return str(p)
+
+
+def make_logger(cfg: DictConfig, out: Path):
+    from pytorch_lightning.loggers import CSVLogger
+
+    lg = cfg.logger
+    if lg.kind == "csv":
+        return CSVLogger(save_dir=str(out), name="", version="")
+    if lg.kind == "wandb":
+        from pytorch_lightning.loggers import WandbLogger
+
+        mode = lg.mode
+        if mode == "auto":  # never prompt: offline unless credentials exist
+            import wandb
+
+            mode = "online" if (os.environ.get("WANDB_API_KEY") or wandb.api.api_key) else "offline"
+        group = lg.group or (Path(out).parent.name if _is_multirun() else None)
+        return WandbLogger(
+            project=lg.project, entity=lg.entity, group=group, name=lg.name or out.name, save_dir=str(out),
+            mode=mode, tags=list(lg.tags), config=OmegaConf.to_container(cfg, resolve=True), log_model=False,
+        )
+    raise ValueError(f"logger.kind={lg.kind!r}: expected csv or wandb")
+
+
+def _is_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+
+    try:
+        return HydraConfig.get().mode.name == "MULTIRUN"
+    except ValueError:
+        return False
+
+
+def run(cfg: DictConfig, out: Path) -> dict:
+    """Everything one inversion does; returns metrics.json's content."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from voxinv.invert.callbacks import MediaLogger
+    from voxinv.invert.export import discrete_losses, export_run
+    from voxinv.invert.init import coord_descent, warm_start_codes
+    from voxinv.invert.losses import LossSuite, build_terms
+    from voxinv.invert.module import InversionModule, NonFiniteLoss, Steps
+    from voxinv.invert.params import CodeParams
+    from voxinv.voxtral.checkpoint import Checkpoint
+    from voxinv.voxtral.codec import load_codec
+
+    t_start = time.time()
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
+    device = pick_device(cfg.device)
+
+    # frozen model parts and the target
+    ckpt = Checkpoint(model_path(cfg))
+    dtype = DTYPES[cfg.model.dtype]
+    codec = load_codec(ckpt, dtype=dtype, device=device)
+    eval_codec = codec if dtype == torch.float32 else load_codec(ckpt, dtype=torch.float32, device=device)
+    target = build_target(cfg, eval_codec, ckpt)
+    log.info("target %s: %d frames (%.2f s)", target.name, target.n_frames, target.wav.numel() / codec.sampling_rate)
+
+    # code parameters + initialisation
+    g = torch.Generator().manual_seed(int(cfg.seed))
+    table = codec.quantizer.semantic_codebook.table.float().cpu()
+    c = cfg.codes
+    params = CodeParams(
+        table, int(cfg.batch), target.n_frames, semantic=c.semantic, levels=codec.args.acoustic_codebook_size,
+        n_acoustic=codec.args.acoustic_dim, init_logit_scale=c.init_logit_scale, init_acoustic_std=c.init_acoustic_std,
+        generator=g,
+    )
+    resume = resume_checkpoint(cfg, out)
+    init_info: dict = {"kind": cfg.init.kind}
+    if resume is None and cfg.init.kind != "random":
+        t0 = time.time()
+        if cfg.init.kind == "warm_start":
+            start = warm_start_codes(str(cfg.init.source), target.n_frames, ckpt)[None].expand(int(cfg.batch), -1, -1)
+        elif cfg.init.kind == "coord_descent":
+            i = cfg.init
+            found = []
+            for b, codes0 in enumerate(params.codes()):
+                cb, st = coord_descent(
+                    eval_codec, target.wav, codes0, sweeps=i.sweeps, shortlist=i.shortlist, context=i.context,
+                    lookahead=i.lookahead, batch_size=i.batch_size,
+                )
+                found.append(cb)
+                init_info[f"restart{b}"] = st
+            start = torch.stack(found)
+        else:
+            raise ValueError(f"init.kind={cfg.init.kind!r}: expected random, warm_start or coord_descent")
+        params.set_codes(start, logit_margin=cfg.init.logit_margin)
+        init_info["seconds"] = round(time.time() - t0, 3)
+        log.info("init %s done in %.1f s", cfg.init.kind, init_info["seconds"])
+
+    # losses (speaker encoder and backbone prior only when weighted)
+    weights = dict(cfg.loss.weights)
+    spk = None
+    if weights.get("spk", 0) > 0:
+        from voxinv.invert.speaker import SpeakerEncoder
+
+        spk = SpeakerEncoder.load(device)
+    prior = None
+    if weights.get("prior", 0) > 0:
+        from voxinv.invert.prior import BackbonePrior
+
+        prior = BackbonePrior.from_pretrained(ckpt, device=device, **cfg.loss.prior)
+    terms = build_terms(cfg.loss, codec.sampling_rate, target.wav.to(device), spk)
+    losses = LossSuite(weights, terms, prior).to(device)
+
+    module = InversionModule(cfg, codec, target, losses, params, eval_codec=eval_codec)
+    logger = make_logger(cfg, out)
+    ckpt_cb = ModelCheckpoint(
+        dirpath=str(out / "checkpoints"), every_n_train_steps=int(cfg.checkpoint_every), save_last=True,
+        save_top_k=0, save_on_train_epoch_end=False,
+    )
+    trainer = pl.Trainer(
+        max_steps=int(cfg.steps), max_epochs=-1, logger=logger, callbacks=[ckpt_cb, MediaLogger(cfg)],
+        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, **cfg.trainer,
+    )
+    loader = torch.utils.data.DataLoader(Steps(int(cfg.steps)), batch_size=None, shuffle=False)
+    stopped = None
+    try:
+        trainer.fit(module, loader, ckpt_path=resume)
+    except NonFiniteLoss as e:
+        stopped = f"{e}; kept the last codes with a finite loss"
+        log.error("stopping: %s", stopped)
+    if trainer.interrupted and stopped is None:
+        stopped = f"interrupted at step {trainer.global_step}; exported the current codes"
+
+    # pick the best restart by its discrete (noise-free, fp32) objective and export
+    all_codes = module.last_good_codes if (stopped and module.last_good_codes is not None) else params.codes().cpu()
+    module.to(device)
+    final = discrete_losses(eval_codec, losses, target.wav.to(device), all_codes, weights)
+    best = min(range(len(final["total"])), key=lambda b: final["total"][b])
+    extra = {
+        "final": {k: v[best] for k, v in final.items()},
+        "restarts": {"count": len(final["total"]), "chosen": best, "total": final["total"]},
+        "init": init_info,
+        "steps": int(trainer.global_step),
+        "seed": int(cfg.seed),
+        "wall_time_s": round(time.time() - t_start, 3),
+        "device": str(device),
+        "model": str(ckpt.path),
+        "loss_models": sorted(k for k, w in weights.items() if w > 0),
+        "stopped": stopped,
+        "history": module.history,
+    }
+    metrics = export_run(out, codes=all_codes[best], codec=eval_codec, target=target, ckpt=ckpt, extra=extra)
+    if cfg.eval.which:
+        from voxinv.eval.__main__ import evaluate_run
+
+        metrics["eval"] = evaluate_run(out, which=tuple(cfg.eval.which), loss_models=set(extra["loss_models"]))
+    if cfg.export.register:
+        from voxinv.voxtral.voices import register_voice
+
+        r = cfg.export.register
+        register_voice(ckpt.path, r.name, torch.load(out / "voice.pt", weights_only=True), r.overlay)
+        log.info("registered voice %r in %s", r.name, r.overlay)
+    if cfg.logger.kind == "wandb":
+        import wandb
+
+        wandb.finish()
+    _summary(out, metrics, ckpt)
+    return metrics
+
+
+def _summary(out: Path, m: dict, ckpt) -> None:
+    s = m["signal"]
+    line = f"[voxinv] {out}: SI-SDR {s['si_sdr']:.2f} dB, mel {s['mel']:.4f}"
+    if "truth" in m:
+        line += f", semantic acc {m['truth']['code_sem_acc']:.1f}%, acoustic acc {m['truth']['code_ac_acc']:.1f}%"
+    print(line, file=sys.stderr)
+    if m.get("stopped"):
+        print(f"[voxinv] stopped early: {m['stopped']}", file=sys.stderr)
+    print(
+        f"[voxinv] deploy: voxinv register-voice --model {ckpt.path} --voice-file {out / 'voice.pt'} "
+        f"--name my_voice --out OVERLAY_DIR",
+        file=sys.stderr,
+    )
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+def main(cfg: DictConfig) -> float:
+    from hydra.core.hydra_config import HydraConfig
+
+    from voxinv.audio import AudioError
+    from voxinv.voxtral.checkpoint import CheckpointError
+
+    out = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        metrics = run(cfg, out)
+    except (CheckpointError, AudioError, FileNotFoundError, ValueError) as e:
+        # bad input: one line, no traceback (bugs still raise with a traceback)
+        print(f"voxinv: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    return float(metrics["final"]["total"])  # the sweep objective (Optuna)
+
+
+if __name__ == "__main__":
+    main()
