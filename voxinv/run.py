@@ -32,9 +32,9 @@ def model_path(cfg: DictConfig) -> str:
         return str(m.path)
     if m.name != "tiny":
         raise ValueError("model.path is required (a local directory or a Hugging Face repo id)")
-    from voxinv.voxtral.tiny import make_tiny
+    from voxinv.voxtral.tiny import make_tiny, tiny_fingerprint
 
-    path = Path(m.cache_dir).expanduser() / f"tiny-seed{m.tiny_seed}"
+    path = Path(m.cache_dir).expanduser() / f"tiny-seed{m.tiny_seed}-{tiny_fingerprint()}"
     if not (path / "consolidated.safetensors").is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tiny-"))
@@ -164,7 +164,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
             for b, codes0 in enumerate(params.codes()):
                 cb, st = coord_descent(
                     eval_codec, target.wav, codes0, sweeps=i.sweeps, shortlist=i.shortlist, context=i.context,
-                    lookahead=i.lookahead, batch_size=i.batch_size,
+                    lookahead=i.lookahead, batch_size=i.batch_size, acoustic_passes=i.acoustic_passes,
                 )
                 found.append(cb)
                 init_info[f"restart{b}"] = st
@@ -210,14 +210,17 @@ def run(cfg: DictConfig, out: Path) -> dict:
     if trainer.interrupted and stopped is None:
         stopped = f"interrupted at step {trainer.global_step}; exported the current codes"
 
-    # pick the best restart by its discrete (noise-free, fp32) objective and export
-    all_codes = module.last_good_codes if (stopped and module.last_good_codes is not None) else params.codes().cpu()
+    # export the best codes seen at any evaluation, by the discrete (noise-free, fp32) objective
     module.to(device)
-    final = discrete_losses(eval_codec, losses, target.wav.to(device), all_codes, weights)
-    best = min(range(len(final["total"])), key=lambda b: final["total"][b])
+    if stopped and module.last_good_codes is not None:
+        module.evaluate(int(trainer.global_step), module.last_good_codes)
+    if module.best is None:
+        module.evaluate(int(trainer.global_step))
+    best = module.best
+    final, _ = discrete_losses(eval_codec, losses, target.wav.to(device), best["codes"][None], weights)
     extra = {
-        "final": {k: v[best] for k, v in final.items()},
-        "restarts": {"count": len(final["total"]), "chosen": best, "total": final["total"]},
+        "final": {k: float(v[0]) for k, v in final.items()},
+        "best_step": best["step"],
         "init": init_info,
         "steps": int(trainer.global_step),
         "seed": int(cfg.seed),
@@ -228,7 +231,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
         "stopped": stopped,
         "history": module.history,
     }
-    metrics = export_run(out, codes=all_codes[best], codec=eval_codec, target=target, ckpt=ckpt, extra=extra)
+    metrics = export_run(out, codes=best["codes"], codec=eval_codec, target=target, ckpt=ckpt, extra=extra)
     if cfg.eval.which:
         from voxinv.eval.__main__ import evaluate_run
 

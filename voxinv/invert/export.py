@@ -33,19 +33,18 @@ def code_stats(codes: torch.Tensor, levels: int = 21) -> dict:
 
 
 @torch.no_grad()
-def discrete_losses(codec, losses, target: torch.Tensor, codes: torch.Tensor, weights) -> dict[str, list[float]]:
-    """Loss terms of the fp32 decode of each restart's discrete codes ``[B, T, 37]`` (no noise)."""
+def discrete_losses(codec, losses, target: torch.Tensor, codes: torch.Tensor, weights) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Loss terms ``[B]`` of the fp32 decode of discrete codes ``[B, T, 37]`` (no noise), and that decode."""
     from voxinv.invert.params import CodeSample
 
     dev = target.device
-    lat = codec.quantizer.decode(codes.transpose(1, 2).to(dev), torch.float32)
+    codes = codes.to(dev)
+    lat = codec.quantizer.decode(codes.transpose(1, 2), torch.float32)
     wav = codec.decode_latent(lat)[:, 0].float()
-    B, T = codes.shape[:2]
-    onehot = torch.nn.functional.one_hot(codes[..., 0].to(dev), codec.args.semantic_codebook_size).float()
-    ac = codes[..., 1:].to(dev).float() * 2 / (codec.args.acoustic_codebook_size - 1) - 1
+    onehot = torch.nn.functional.one_hot(codes[..., 0], codec.args.semantic_codebook_size).float()
+    ac = codes[..., 1:].float() * 2 / (codec.args.acoustic_codebook_size - 1) - 1
     sample = CodeSample(latent=lat, sem_onehot=onehot, ac_values=ac, aux={})
-    terms = losses(wav, target, sample, weights)
-    return {k: [float(x) for x in v.flatten()] for k, v in terms.items()}
+    return losses(wav, target, sample, weights), wav
 
 
 def export_run(

@@ -43,6 +43,7 @@ class InversionModule(pl.LightningModule):
         self.balancer = Balancer(**cfg.loss.balancer.kwargs) if cfg.loss.balancer.enabled else None
         self.history: list[dict] = []  # eval records (step, metrics), kept in checkpoints
         self.last_good_codes: torch.Tensor | None = None
+        self.best: dict | None = None  # {"objective", "step", "codes" [T, 37]}: what gets exported
         self.stopped_reason: str | None = None
         self._t0 = time.time()
 
@@ -92,27 +93,30 @@ class InversionModule(pl.LightningModule):
 
     # --------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, step: int) -> dict:
-        """fp32 decode of the discrete codes → signal metrics (+ code accuracy when codes are known)."""
+    def evaluate(self, step: int, codes: torch.Tensor | None = None) -> dict:
+        """fp32 decode of the discrete codes → the objective (all weights, no noise) + signal metrics
+        (+ code accuracy when codes are known). The best codes by that objective are kept for export."""
         from voxinv.eval.metrics import code_recovery, log_mel_distance, si_sdr
+        from voxinv.invert.export import discrete_losses
 
-        codes = self.params.codes()  # [B, T, 37]
-        rec = self.frozen.eval_codec.decode(codes.transpose(1, 2).to(self.device))[:, 0].float()
-        x = self.target
-        rec_np = rec.cpu().numpy()
-        x_np = x.cpu().numpy()
-        per = []
-        for b in range(rec.shape[0]):
-            m = {"si_sdr": si_sdr(x_np, rec_np[b]), "mel": log_mel_distance(x_np, rec_np[b], self.frozen.codec.sampling_rate)}
-            if self.true_codes is not None:
-                m.update(code_recovery(codes[b].cpu(), self.true_codes))
-            per.append(m)
-        best = max(range(len(per)), key=lambda b: per[b]["si_sdr"])
-        rec_m = {"step": step, "wall_s": round(time.time() - self._t0, 3), "restart": best, **per[best]}
-        self.history.append(rec_m)
-        self.log_dict({f"eval/{k}": float(v) for k, v in per[best].items() if isinstance(v, (int, float))})
-        self._eval_audio = rec[best].cpu()
-        return rec_m
+        codes = self.params.codes() if codes is None else codes  # [B, T, 37]
+        terms, rec = discrete_losses(self.frozen.eval_codec, self.frozen.losses, self.target, codes, self.cfg.loss.weights)
+        total = terms["total"].cpu()
+        b = int(total.argmin())
+        if self.best is None or float(total[b]) < self.best["objective"]:
+            self.best = {"objective": float(total[b]), "step": step, "codes": codes[b].cpu().clone()}
+        x, y = self.target.cpu().numpy(), rec[b].cpu().numpy()
+        m = {"objective": float(total[b]), "si_sdr": si_sdr(x, y), "mel": log_mel_distance(x, y, self.frozen.codec.sampling_rate)}
+        if self.true_codes is not None:
+            m.update(code_recovery(codes[b].cpu(), self.true_codes))
+        self.history.append({"step": step, "wall_s": round(time.time() - self._t0, 3), "restart": b, **m})
+        self.log_dict({f"eval/{k}": float(v) for k, v in m.items()})
+        self._eval_audio = rec[b].cpu()
+        return m
+
+    def on_train_start(self) -> None:
+        if not self.history:  # the initialisation is a candidate too (not re-done on resume)
+            self.evaluate(0)
 
     # ------------------------------------------------------------------------------ configuration
     def configure_optimizers(self):
@@ -136,6 +140,7 @@ class InversionModule(pl.LightningModule):
         checkpoint["voxinv"] = {
             "noise": self.noise.get_state(),
             "history": self.history,
+            "best": self.best,
             "balancer": self.balancer.state_dict() if self.balancer else None,
             "wall_s": time.time() - self._t0,
         }
@@ -144,6 +149,7 @@ class InversionModule(pl.LightningModule):
         s = checkpoint["voxinv"]
         self.noise.set_state(s["noise"])
         self.history = list(s["history"])
+        self.best = s["best"]
         if self.balancer and s["balancer"]:
             self.balancer.load_state_dict(s["balancer"])
         self._t0 = time.time() - s["wall_s"]

@@ -144,7 +144,7 @@ class BackbonePrior(nn.Module):
 
 def codes_to_inputs(
     model_or_raw_codes: torch.Tensor, *, model_format: bool = False, n_semantic: int = 8192, levels: int = 21
-):
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Discrete codes ``[B, T, 37]`` (raw, or model format with ``model_format=True``) → the
     ``(sem_onehot, ac_values)`` pair :class:`BackbonePrior` takes (exact one-hot / FSQ levels)."""
     c = model_or_raw_codes.long() - (N_SPECIAL if model_format else 0)

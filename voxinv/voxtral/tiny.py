@@ -139,6 +139,14 @@ def tiny_params(sizes: dict | None = None) -> dict:
     return d
 
 
+def tiny_fingerprint(sizes: dict | None = None) -> str:
+    """Short hash of the tiny sizes and generator version: cache directories change when they do."""
+    import hashlib
+
+    blob = json.dumps({"sizes": TINY_SIZES if sizes is None else sizes, "generator": 1}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:8]
+
+
 def manifest(params: VoxtralParams, *, with_encoder: bool = False) -> dict[str, tuple[int, ...]]:
     """Every tensor name → shape of a checkpoint for ``params`` (386 for the release)."""
     b, a, f = params.backbone, params.audio, params.audio.acoustic_transformer_args
