@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(int(os.environ.get("VOXINV_TEST_THREADS", "2")))
+torch.set_num_threads(int(os.environ.get("VOXINV_TEST_THREADS", "1")))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VOXINV_SHARED", REPO.parent / "shared"))
@@ -28,7 +28,7 @@ def tiny_dir_encoder(tmp_path_factory) -> Path:
     """Like ``tiny_dir`` but with codec encoder tensors (seed 1)."""
     from voxinv.voxtral.tiny import make_tiny
 
-    return make_tiny(tmp_path_factory.mktemp("tiny_enc") / "model", seed=1, with_encoder=True)
+    return make_tiny(tmp_path_factory.mktemp("tiny_enc") / "model", seed=1, with_encoder=True, tekken=False)
 
 
 @pytest.fixture(scope="session")

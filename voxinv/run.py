@@ -1,9 +1,9 @@
 """Hydra entry point: compose → build → fit → export → evaluate.
 
-    python -m voxinv.run                                   # defaults (tiny model, oracle target)
-    python -m voxinv.run experiment=demo                   # the ≈1 min offline demo
-    python -m voxinv.run model=voxtral loss=stft+spk target=file target.path=me.wav
-    python -m voxinv.run -m seed=0,1,2 codes=gumbel,softmax_ste   # sweeps
+python -m voxinv.run                                   # defaults (tiny model, oracle target)
+python -m voxinv.run experiment=demo                   # the ≈1 min offline demo
+python -m voxinv.run model=voxtral loss=stft+spk target=file target.path=me.wav
+python -m voxinv.run -m seed=0,1,2 codes=gumbel,softmax_ste   # sweeps
 """
 
 from __future__ import annotations
@@ -100,8 +100,15 @@ def make_logger(cfg: DictConfig, out: Path):
             mode = "online" if (os.environ.get("WANDB_API_KEY") or wandb.api.api_key) else "offline"
         group = lg.group or (Path(out).parent.name if _is_multirun() else None)
         return WandbLogger(
-            project=lg.project, entity=lg.entity, group=group, name=lg.name or out.name, save_dir=str(out),
-            mode=mode, tags=list(lg.tags), config=OmegaConf.to_container(cfg, resolve=True), log_model=False,
+            project=lg.project,
+            entity=lg.entity,
+            group=group,
+            name=lg.name or out.name,
+            save_dir=str(out),
+            mode=mode,
+            tags=list(lg.tags),
+            config=OmegaConf.to_container(cfg, resolve=True),
+            log_model=False,
         )
     raise ValueError(f"logger.kind={lg.kind!r}: expected csv or wandb")
 
@@ -148,8 +155,14 @@ def run(cfg: DictConfig, out: Path) -> dict:
     table = codec.quantizer.semantic_codebook.table.float().cpu()
     c = cfg.codes
     params = CodeParams(
-        table, int(cfg.batch), target.n_frames, semantic=c.semantic, levels=codec.args.acoustic_codebook_size,
-        n_acoustic=codec.args.acoustic_dim, init_logit_scale=c.init_logit_scale, init_acoustic_std=c.init_acoustic_std,
+        table,
+        int(cfg.batch),
+        target.n_frames,
+        semantic=c.semantic,
+        levels=codec.args.acoustic_codebook_size,
+        n_acoustic=codec.args.acoustic_dim,
+        init_logit_scale=c.init_logit_scale,
+        init_acoustic_std=c.init_acoustic_std,
         generator=g,
     )
     resume = resume_checkpoint(cfg, out)
@@ -163,8 +176,15 @@ def run(cfg: DictConfig, out: Path) -> dict:
             found = []
             for b, codes0 in enumerate(params.codes()):
                 cb, st = coord_descent(
-                    eval_codec, target.wav, codes0, sweeps=i.sweeps, shortlist=i.shortlist, context=i.context,
-                    lookahead=i.lookahead, batch_size=i.batch_size, acoustic_passes=i.acoustic_passes,
+                    eval_codec,
+                    target.wav,
+                    codes0,
+                    sweeps=i.sweeps,
+                    shortlist=i.shortlist,
+                    context=i.context,
+                    lookahead=i.lookahead,
+                    batch_size=i.batch_size,
+                    acoustic_passes=i.acoustic_passes,
                 )
                 found.append(cb)
                 init_info[f"restart{b}"] = st
@@ -186,19 +206,27 @@ def run(cfg: DictConfig, out: Path) -> dict:
     if weights.get("prior", 0) > 0:
         from voxinv.invert.prior import BackbonePrior
 
-        prior = BackbonePrior.from_pretrained(ckpt, device=device, **cfg.loss.prior)
+        prior = BackbonePrior(ckpt, device=device, **cfg.loss.prior)
     terms = build_terms(cfg.loss, codec.sampling_rate, target.wav.to(device), spk)
     losses = LossSuite(weights, terms, prior).to(device)
 
     module = InversionModule(cfg, codec, target, losses, params, eval_codec=eval_codec)
     logger = make_logger(cfg, out)
     ckpt_cb = ModelCheckpoint(
-        dirpath=str(out / "checkpoints"), every_n_train_steps=int(cfg.checkpoint_every), save_last=True,
-        save_top_k=0, save_on_train_epoch_end=False,
+        dirpath=str(out / "checkpoints"),
+        every_n_train_steps=int(cfg.checkpoint_every),
+        save_last=True,
+        save_top_k=0,
+        save_on_train_epoch_end=False,
     )
     trainer = pl.Trainer(
-        max_steps=int(cfg.steps), max_epochs=-1, logger=logger, callbacks=[ckpt_cb, MediaLogger(cfg)],
-        accelerator="gpu" if device.type == "cuda" else "cpu", devices=1, **cfg.trainer,
+        max_steps=int(cfg.steps),
+        max_epochs=-1,
+        logger=logger,
+        callbacks=[ckpt_cb, MediaLogger(cfg)],
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        **cfg.trainer,
     )
     loader = torch.utils.data.DataLoader(Steps(int(cfg.steps)), batch_size=None, shuffle=False)
     stopped = None

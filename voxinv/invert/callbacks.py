@@ -21,8 +21,14 @@ def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: 
     vmax = max(float(s.max()) for s in specs)
     fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
     for ax, s, name in zip(axes, specs, ("target", "reconstruction")):
-        ax.imshow(s.numpy(), origin="lower", aspect="auto", vmin=vmax - 80, vmax=vmax,
-                  extent=(0, target.numel() / sr, 0, sr / 2000))
+        ax.imshow(
+            s.numpy(),
+            origin="lower",
+            aspect="auto",
+            vmin=vmax - 80,
+            vmax=vmax,
+            extent=(0, target.numel() / sr, 0, sr / 2000),
+        )
         ax.set_ylabel(f"{name}\nkHz")
     axes[-1].set_xlabel("s")
     fig.suptitle(title)

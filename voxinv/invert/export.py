@@ -33,7 +33,9 @@ def code_stats(codes: torch.Tensor, levels: int = 21) -> dict:
 
 
 @torch.no_grad()
-def discrete_losses(codec, losses, target: torch.Tensor, codes: torch.Tensor, weights) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+def discrete_losses(
+    codec, losses, target: torch.Tensor, codes: torch.Tensor, weights
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
     """Loss terms ``[B]`` of the fp32 decode of discrete codes ``[B, T, 37]`` (no noise), and that decode."""
     from voxinv.invert.params import CodeSample
 
@@ -61,7 +63,9 @@ def export_run(
 
     out.mkdir(parents=True, exist_ok=True)
     sr = codec.sampling_rate
-    save_codes(out / "codes.safetensors", codes, frame_rate=codec.args.frame_rate, model=str(ckpt.path), target=target.name)
+    save_codes(
+        out / "codes.safetensors", codes, frame_rate=codec.args.frame_rate, model=str(ckpt.path), target=target.name
+    )
     rec = codec.decode_windowed(codes.T[None].to(next(codec.parameters()).device))[0, 0].float().cpu()
     write_wav(out / "reconstruction.wav", rec, sr)
     write_wav(out / "target.wav", target.wav, sr)

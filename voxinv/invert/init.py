@@ -35,7 +35,9 @@ def warm_start_codes(source: str, n_frames: int, ckpt=None) -> torch.Tensor:
         from voxinv.voxtral.voices import load_voice, voice_to_codes
 
         table = ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.")["embeddings.weight"]
-        codes = voice_to_codes(load_voice(ckpt.path / "voice_embedding" / f"{source}.pt"), table, ckpt.params.audio).codes
+        codes = voice_to_codes(
+            load_voice(ckpt.path / "voice_embedding" / f"{source}.pt"), table, ckpt.params.audio
+        ).codes
     else:
         raise FileNotFoundError(
             f"init.source={source!r} is neither a codes file, a run directory, nor a preset voice of the model"
@@ -102,13 +104,15 @@ def coord_descent(
         seg = target[t * spf : b * spf]
         off = (t - a) * spf
 
-        def evaluate(cands: torch.Tensor) -> torch.Tensor:  # [K, 292, b-a] -> [K]
-            losses = []
-            for s in range(0, len(cands), batch_size):
-                wav = codec.decode_latent(cands[s : s + batch_size])[:, 0, off:].float()
-                losses.append(segment_loss(wav, seg))
+        def evaluate(cands: torch.Tensor, off: int = off, seg: torch.Tensor = seg) -> torch.Tensor:
+            """Exact spectral loss of candidate windows ``[K, 292, b-a]`` → ``[K]``."""
             stats["evaluations"] += len(cands)
-            return torch.cat(losses)
+            return torch.cat(
+                [
+                    segment_loss(codec.decode_latent(cands[s : s + batch_size])[:, 0, off:].float(), seg)
+                    for s in range(0, len(cands), batch_size)
+                ]
+            )
 
         window = latent[:, a:b].clone()  # [292, b-a]
         j = t - a
@@ -119,7 +123,9 @@ def coord_descent(
         D = window.shape[0]
         probe = window[None].repeat(D + 1, 1, 1)
         probe[torch.arange(D), torch.arange(D), j] += 1.0
-        Y = torch.cat([codec.decode_latent(probe[s : s + batch_size])[:, 0, off:].float() for s in range(0, D + 1, batch_size)])
+        Y = torch.cat(
+            [codec.decode_latent(probe[s : s + batch_size])[:, 0, off:].float() for s in range(0, D + 1, batch_size)]
+        )
         stats["evaluations"] += D + 1
         J = Y[:D] - Y[D]  # [292, L]
         Js, Ja = J[:n_sem], J[n_sem:]

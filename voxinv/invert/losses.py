@@ -21,14 +21,25 @@ KNOWN_TERMS = WAVE_TERMS + ("prior", "commit")
 
 
 class MultiResSTFT(nn.Module):
-    def __init__(self, fft_sizes: Sequence[int], hop_ratio: float = 0.25, w_sc: float = 1.0, w_log_mag: float = 1.0, w_lin_mag: float = 0.0):
+    def __init__(
+        self,
+        fft_sizes: Sequence[int],
+        hop_ratio: float = 0.25,
+        w_sc: float = 1.0,
+        w_log_mag: float = 1.0,
+        w_lin_mag: float = 0.0,
+    ):
         super().__init__()
         import auraloss
 
         hops = [max(1, int(n * hop_ratio)) for n in fft_sizes]
         self.loss = auraloss.freq.MultiResolutionSTFTLoss(
-            fft_sizes=list(fft_sizes), hop_sizes=hops, win_lengths=list(fft_sizes),
-            w_sc=w_sc, w_log_mag=w_log_mag, w_lin_mag=w_lin_mag,
+            fft_sizes=list(fft_sizes),
+            hop_sizes=hops,
+            win_lengths=list(fft_sizes),
+            w_sc=w_sc,
+            w_log_mag=w_log_mag,
+            w_lin_mag=w_lin_mag,
         )
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
@@ -56,7 +67,9 @@ class MultiScaleMel(nn.Module):
 class MFCCLoss(nn.Module):
     def __init__(self, sr: int, n_mfcc: int = 40, n_fft: int = 2048, hop: int = 512, n_mels: int = 128):
         super().__init__()
-        self.mfcc = torchaudio.transforms.MFCC(sr, n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop, "n_mels": n_mels})
+        self.mfcc = torchaudio.transforms.MFCC(
+            sr, n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop, "n_mels": n_mels}
+        )
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return (self.mfcc(y) - self.mfcc(x)[None]).abs().mean((-1, -2))
@@ -87,17 +100,21 @@ class LossSuite(nn.Module):
         self.terms = nn.ModuleDict(terms)
         self.prior = prior
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor, sample, weights: Mapping[str, float] | None = None) -> dict[str, torch.Tensor]:
+    def forward(
+        self, y: torch.Tensor, x: torch.Tensor, sample, weights: Mapping[str, float] | None = None
+    ) -> dict[str, torch.Tensor]:
         """``y`` decoded ``[B, N]``, ``x`` target ``[N]``, ``sample`` the CodeSample; weights override (ramps)."""
         w = self.weights if weights is None else weights
         out: dict[str, torch.Tensor] = {}
         for name, term in self.terms.items():
             out[name] = term(y, x)
         if "prior" in w:
-            parts = self.prior(sample.sem_onehot, sample.ac_values)
-            for k, v in parts.items():
-                out[k] = v.expand(y.shape[0]) if v.dim() == 0 else v
-            out["prior"] = sum(parts.values())
+            parts = {
+                k: v.expand(y.shape[0]) if v.dim() == 0 else v
+                for k, v in self.prior(sample.sem_onehot, sample.ac_values).items()
+            }
+            out.update(parts)
+            out["prior"] = sum(parts.values())  # prior_sem + prior_flow, [B]
         for k, v in sample.aux.items():
             out[k] = v
         total = sum(w.get(k, 0.0) * out[k] for k in out if k in w)
@@ -117,7 +134,9 @@ class Balancer:
         self.norms: dict[str, float] = {}
         self.count = 0
 
-    def backward(self, y: torch.Tensor, terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]) -> dict[str, float]:
+    def backward(
+        self, y: torch.Tensor, terms: Mapping[str, torch.Tensor], weights: Mapping[str, float]
+    ) -> dict[str, float]:
         """Backpropagate the balanced waveform gradient; returns the per-term gradient norms."""
         names = [k for k in WAVE_TERMS if k in terms and weights.get(k, 0.0) > 0]
         wsum = sum(weights[k] for k in names)

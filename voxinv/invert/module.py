@@ -100,13 +100,19 @@ class InversionModule(pl.LightningModule):
         from voxinv.invert.export import discrete_losses
 
         codes = self.params.codes() if codes is None else codes  # [B, T, 37]
-        terms, rec = discrete_losses(self.frozen.eval_codec, self.frozen.losses, self.target, codes, self.cfg.loss.weights)
+        terms, rec = discrete_losses(
+            self.frozen.eval_codec, self.frozen.losses, self.target, codes, self.cfg.loss.weights
+        )
         total = terms["total"].cpu()
         b = int(total.argmin())
         if self.best is None or float(total[b]) < self.best["objective"]:
             self.best = {"objective": float(total[b]), "step": step, "codes": codes[b].cpu().clone()}
         x, y = self.target.cpu().numpy(), rec[b].cpu().numpy()
-        m = {"objective": float(total[b]), "si_sdr": si_sdr(x, y), "mel": log_mel_distance(x, y, self.frozen.codec.sampling_rate)}
+        m = {
+            "objective": float(total[b]),
+            "si_sdr": si_sdr(x, y),
+            "mel": log_mel_distance(x, y, self.frozen.codec.sampling_rate),
+        }
         if self.true_codes is not None:
             m.update(code_recovery(codes[b].cpu(), self.true_codes))
         self.history.append({"step": step, "wall_s": round(time.time() - self._t0, 3), "restart": b, **m})
@@ -124,7 +130,9 @@ class InversionModule(pl.LightningModule):
         if o.name == "adam":
             opt = torch.optim.Adam(self.params.parameters(), lr=o.lr, betas=tuple(o.betas))
         elif o.name == "adamw":
-            opt = torch.optim.AdamW(self.params.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay)
+            opt = torch.optim.AdamW(
+                self.params.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
+            )
         elif o.name == "sgd":
             opt = torch.optim.SGD(self.params.parameters(), lr=o.lr, momentum=o.momentum)
         else:

@@ -19,7 +19,9 @@ def lr_factor(step: int, total: int, warmup: int = 0, min_ratio: float = 0.0, ki
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def temperature(step: int, total: int, start: float = 1.0, end: float = 1.0, kind: str = "constant", decay: float = 1.0) -> float:
+def temperature(
+    step: int, total: int, start: float = 1.0, end: float = 1.0, kind: str = "constant", decay: float = 1.0
+) -> float:
     """``constant`` (start) · ``exp`` (start·decay^step, floored at end — the public recipe's) ·
     ``cosine`` (start → end over the run)."""
     if kind == "constant":

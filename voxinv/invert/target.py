@@ -61,7 +61,12 @@ def from_file(
     if peak is not None:
         wav = normalize_peak(wav, peak)
     wav, n_frames, pad = _frames_for(wav, spf, f"audio {path}")
-    info = {"source": str(path), "input_samples": n_in, "trimmed_samples": n_in - (wav.numel() - pad), "pad_samples": pad}
+    info = {
+        "source": str(path),
+        "input_samples": n_in,
+        "trimmed_samples": n_in - (wav.numel() - pad),
+        "pad_samples": pad,
+    }
     return Target(wav=wav, n_frames=n_frames, name=Path(path).stem, info=info)
 
 
@@ -92,4 +97,6 @@ def preset(codec: VoxtralCodec, ckpt, voice: str, max_frames: int | None = None)
     table = ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.")["embeddings.weight"]
     dec = voice_to_codes(load_voice(path), table, ckpt.params.audio)
     codes = dec.codes if max_frames is None else dec.codes[:max_frames]
-    return from_codes(codes, codec, f"preset-{voice}", kind="preset", voice=voice, decomposition_rel_error=dec.max_rel_error)
+    return from_codes(
+        codes, codec, f"preset-{voice}", kind="preset", voice=voice, decomposition_rel_error=dec.max_rel_error
+    )

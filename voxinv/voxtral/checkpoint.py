@@ -65,9 +65,7 @@ def resolve_model(path_or_id: str | os.PathLike, *, weights: bool = True) -> Pat
         local = snapshot_download(repo_id=str(path_or_id), allow_patterns=patterns)
     except (LocalEntryNotFoundError, HfHubHTTPError, OSError, ValueError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise CheckpointError(
-            f"cannot fetch {path_or_id} from the Hugging Face Hub ({first}); {HOW_TO_GET}"
-        ) from e
+        raise CheckpointError(f"cannot fetch {path_or_id} from the Hugging Face Hub ({first}); {HOW_TO_GET}") from e
     return resolve_model(local, weights=weights)
 
 

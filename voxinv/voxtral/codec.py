@@ -276,9 +276,7 @@ class VoxtralCodec(nn.Module):
 
         # decoder (spec §6.2): conv, then per stage a transformer followed by an upsampling conv
         kernels, strides = args.decoder_convs_kernels, args.decoder_convs_strides
-        dec: list[nn.Module] = [
-            CausalConv1d(args.latent_dim, args.dim, kernels[0], strides[0], pad_mode="replicate")
-        ]
+        dec: list[nn.Module] = [CausalConv1d(args.latent_dim, args.dim, kernels[0], strides[0], pad_mode="replicate")]
         if args.half_attn_window_upon_downsampling and strides[0] > 1:
             window *= 2
         lengths = args.decoder_transformer_lengths
@@ -448,9 +446,7 @@ def load_codec(
     if with_encoder is None:
         with_encoder = has_enc
     elif with_encoder and not has_enc:
-        raise RuntimeError(
-            f"{ckpt.path} has no codec encoder tensors (the release ships only the decoder)"
-        )
+        raise RuntimeError(f"{ckpt.path} has no codec encoder tensors (the release ships only the decoder)")
     if not with_encoder:
         tensors = {k: v for k, v in tensors.items() if not k.startswith(ENCODER_PREFIXES)}
     with torch.device("meta"):

@@ -65,7 +65,9 @@ def batch_to_frames(codes: torch.Tensor) -> torch.Tensor:
     return codes.T.contiguous()
 
 
-def validate_raw(codes: torch.Tensor, semantic_size: int = 8192, levels: int = 21, n_acoustic: int = 36) -> torch.Tensor:
+def validate_raw(
+    codes: torch.Tensor, semantic_size: int = 8192, levels: int = 21, n_acoustic: int = 36
+) -> torch.Tensor:
     """Check raw ``[T, 37]`` codes; return them as int64. Errors say what is wrong and how to fix it."""
     if codes.is_floating_point():
         if not torch.equal(codes, codes.round()):
@@ -172,4 +174,3 @@ class AudioCodebookEmbeddings(nn.Module):
         """Rows of codebook ``k`` (incl. its 2 specials): ``[sizes[k], dim]``."""
         o = int(self.offsets[k])
         return self.embeddings.weight[o : o + self.sizes[k]]
-

@@ -119,7 +119,15 @@ TINY_SIZES: dict = {
     "n_heads": 8,
     "n_kv_heads": 2,
     "vocab_size": 2048,
-    "flow": {"input_dim": 256, "dim": 256, "n_layers": 3, "head_dim": 16, "hidden_dim": 512, "n_heads": 8, "n_kv_heads": 2},
+    "flow": {
+        "input_dim": 256,
+        "dim": 256,
+        "n_layers": 3,
+        "head_dim": 16,
+        "hidden_dim": 512,
+        "n_heads": 8,
+        "n_kv_heads": 2,
+    },
     # codec dim 128 ≥ 292/3: a frame's latent stays identifiable through the k=3 input conv (dim 64 is not)
     "codec": {"dim": 128, "hidden_dim": 256, "head_dim": 16, "n_heads": 8, "n_kv_heads": 8},
     "voices": {"casual_female": 24, "casual_male": 18, "neutral_female": 30},
@@ -224,7 +232,10 @@ def make_tiny(
         w = _init_tensor(k, tuple(t.shape), g)
         if k == "output_proj.conv.weight":
             w = w * 0.1  # waveform peaks ≈ 0.1 like real decodes, not ≈ 1
-        if k.endswith("conv.weight") and codec.get_submodule(k[: -len(".weight")]).__class__.__name__ == "ConvTranspose1d":
+        if (
+            k.endswith("conv.weight")
+            and codec.get_submodule(k[: -len(".weight")]).__class__.__name__ == "ConvTranspose1d"
+        ):
             w = w * 2**0.5  # stride-2 transposed conv: each output sees half the taps
         state[k] = w
     codec.load_state_dict(state)
@@ -251,8 +262,11 @@ def make_tiny(
     if tekken:
         from voxinv.voxtral.prompt import write_tiny_tekken
 
-        write_tiny_tekken(out / "tekken.json", vocab_size=params.backbone.vocab_size,
-                          voice_num_audio_tokens={n: n_frames[n] + 1 for n in params.voices})
+        write_tiny_tekken(
+            out / "tekken.json",
+            vocab_size=params.backbone.vocab_size,
+            voice_num_audio_tokens={n: n_frames[n] + 1 for n in params.voices},
+        )
     return out
 
 

@@ -104,7 +104,7 @@ def voice_to_codes(
         codes[:, k] = c
         r -= slices[k][c]
     sweeps = 0
-    for sweeps in range(1, max_sweeps + 1):
+    for sweeps in range(1, max_sweeps + 1):  # noqa: B007 (the count is returned)
         changed = 0
         for k in range(K):
             rk = r + slices[k][codes[:, k]]
