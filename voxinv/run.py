@@ -127,7 +127,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import ModelCheckpoint
 
-    from voxinv.invert.callbacks import MediaLogger
+    from voxinv.invert.callbacks import MediaLogger, StepsBar
     from voxinv.invert.export import discrete_losses, export_run
     from voxinv.invert.init import coord_descent, warm_start_codes
     from voxinv.invert.losses import LossSuite, build_terms
@@ -223,7 +223,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
         max_steps=int(cfg.steps),
         max_epochs=-1,
         logger=logger,
-        callbacks=[ckpt_cb, MediaLogger(cfg)],
+        callbacks=[ckpt_cb, MediaLogger(cfg), StepsBar()],
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
         **cfg.trainer,

@@ -67,3 +67,11 @@ class MediaLogger(pl.Callback):
             media["media/target"] = wandb.Audio(module.target.cpu().numpy(), sample_rate=sr, caption="target")
         trainer.logger.experiment.log(media, step=trainer.global_step)
         plt.close(fig)
+
+
+class StepsBar(pl.callbacks.TQDMProgressBar):
+    """tqdm bar over optimizer steps (``invert: 45/100 [00:02<00:02, loss=…]``), not over epochs."""
+
+    def on_train_epoch_start(self, trainer, *args) -> None:
+        super().on_train_epoch_start(trainer, *args)
+        self.train_progress_bar.set_description("invert")
