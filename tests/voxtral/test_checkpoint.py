@@ -111,9 +111,11 @@ def test_missing_tensor_lists_names(tiny_dir, tmp_path):
 def test_wrong_shape_lists_names(tiny_dir, tmp_path):
     name = "audio_tokenizer.decoder_blocks.1.layers.0.feed_forward.w1.weight"
     d = _copy_with(tiny_dir, tmp_path / "m", lambda t: {**t, name: t[name][:-1].contiguous()})
+    c = Checkpoint(tiny_dir).params.codec  # w1: [hidden, dim]; one row dropped
+    h, dim = c.hidden_dim, c.dim
     with pytest.raises(
         CheckpointError,
-        match=r"wrong shape \(e\.g\. decoder_blocks\.1\.layers\.0\.feed_forward\.w1\.weight \(127, 64\)≠\(128, 64\)\)",
+        match=rf"wrong shape \(e\.g\. decoder_blocks\.1\.layers\.0\.feed_forward\.w1\.weight \({h - 1}, {dim}\)≠\({h}, {dim}\)\)",
     ):
         load_codec(Checkpoint(d))
 

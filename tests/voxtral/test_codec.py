@@ -195,7 +195,8 @@ def test_checkpoint_stores_weight_norm_and_load_folds_it(ckpt, codec):
     raw = ckpt.load("audio_tokenizer.")
     assert "output_proj.conv.parametrizations.weight.original0" in raw
     assert raw["output_proj.conv.parametrizations.weight.original0"].shape == (240, 1, 1)
-    assert raw["decoder_blocks.2.conv.parametrizations.weight.original1"].shape == (64, 64, 4)  # [in, out, k]
+    d = ckpt.params.codec.dim
+    assert raw["decoder_blocks.2.conv.parametrizations.weight.original1"].shape == (d, d, 4)  # [in, out, k]
     w = torch._weight_norm(
         raw["output_proj.conv.parametrizations.weight.original1"].float(),
         raw["output_proj.conv.parametrizations.weight.original0"].float(),

@@ -231,7 +231,7 @@ def make_tiny(
     for k, t in codec.state_dict().items():
         w = _init_tensor(k, tuple(t.shape), g)
         if k == "output_proj.conv.weight":
-            w = w * 0.1  # waveform peaks ≈ 0.1 like real decodes, not ≈ 1
+            w = w * 0.1  # keeps random-code decodes well inside [-1, 1] (peaks ≈ 0.3–0.6)
         if (
             k.endswith("conv.weight")
             and codec.get_submodule(k[: -len(".weight")]).__class__.__name__ == "ConvTranspose1d"
