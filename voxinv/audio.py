@@ -55,15 +55,14 @@ def write_wav(path: str | Path, wav: torch.Tensor, sr: int = 24000) -> Path:
 def trim_silence(wav: torch.Tensor, sr: int, threshold_db: float = -40.0, frame_ms: float = 20.0) -> torch.Tensor:
     """Cut leading/trailing frames whose RMS is ``threshold_db`` below the loudest frame."""
     hop = max(1, int(sr * frame_ms / 1000))
-    n = wav.numel() // hop
-    if n == 0:
-        return wav
-    rms = wav[: n * hop].view(n, hop).pow(2).mean(-1).sqrt()
+    n = -(-wav.numel() // hop)  # the last partial hop counts too (zero-padded for its RMS)
+    frames = torch.nn.functional.pad(wav, (0, n * hop - wav.numel())).view(n, hop)
+    rms = frames.pow(2).mean(-1).sqrt()
     db = 20 * torch.log10(rms.clamp_min(1e-12) / rms.max().clamp_min(1e-12))
     loud = (db > threshold_db).nonzero()
     if len(loud) == 0:
         return wav
-    return wav[int(loud[0]) * hop : (int(loud[-1]) + 1) * hop]
+    return wav[int(loud[0]) * hop : min(wav.numel(), (int(loud[-1]) + 1) * hop)]
 
 
 def normalize_peak(wav: torch.Tensor, peak: float) -> torch.Tensor:

@@ -210,6 +210,9 @@ def run(cfg: DictConfig, out: Path) -> dict:
     terms = build_terms(cfg.loss, codec.sampling_rate, target.wav.to(device), spk)
     losses = LossSuite(weights, terms, prior).to(device)
 
+    if resume is None and (out / "checkpoints").is_dir():  # a fresh run into a used dir: old checkpoints go
+        log.info("fresh run (resume=false): removing old checkpoints in %s", out / "checkpoints")
+        shutil.rmtree(out / "checkpoints")
     module = InversionModule(cfg, codec, target, losses, params, eval_codec=eval_codec)
     logger = make_logger(cfg, out)
     ckpt_cb = ModelCheckpoint(
@@ -223,7 +226,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
         max_steps=int(cfg.steps),
         max_epochs=-1,
         logger=logger,
-        callbacks=[ckpt_cb, MediaLogger(cfg), StepsBar()],
+        callbacks=[ckpt_cb, MediaLogger(cfg)] + ([StepsBar()] if cfg.trainer.get("enable_progress_bar", True) else []),
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
         **cfg.trainer,
@@ -235,15 +238,18 @@ def run(cfg: DictConfig, out: Path) -> dict:
     except NonFiniteLoss as e:
         stopped = f"{e}; kept the last codes with a finite loss"
         log.error("stopping: %s", stopped)
+    except SystemExit:  # Lightning answers Ctrl-C with sys.exit(1): export what there is instead
+        if not trainer.interrupted:
+            raise
     if trainer.interrupted and stopped is None:
         stopped = f"interrupted at step {trainer.global_step}; exported the current codes"
 
     # export the best codes seen at any evaluation, by the discrete (noise-free, fp32) objective
     module.to(device)
     if stopped and module.last_good_codes is not None:
-        module.evaluate(int(trainer.global_step), module.last_good_codes)
+        module.evaluate(int(trainer.global_step), module.last_good_codes, log=False)
     if module.best is None:
-        module.evaluate(int(trainer.global_step))
+        module.evaluate(int(trainer.global_step), log=False)
     best = module.best
     final, _ = discrete_losses(eval_codec, losses, target.wav.to(device), best["codes"][None], weights)
     extra = {

@@ -93,9 +93,10 @@ class InversionModule(pl.LightningModule):
 
     # --------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def evaluate(self, step: int, codes: torch.Tensor | None = None) -> dict:
+    def evaluate(self, step: int, codes: torch.Tensor | None = None, log: bool = True) -> dict:
         """fp32 decode of the discrete codes → the objective (all weights, no noise) + signal metrics
-        (+ code accuracy when codes are known). The best codes by that objective are kept for export."""
+        (+ code accuracy when codes are known). The best codes by that objective are kept for export.
+        ``log=False`` after ``fit`` has ended (Lightning refuses ``self.log`` outside its loops)."""
         from voxinv.eval.metrics import code_recovery, log_mel_distance, si_sdr
         from voxinv.invert.export import discrete_losses
 
@@ -116,7 +117,8 @@ class InversionModule(pl.LightningModule):
         if self.true_codes is not None:
             m.update(code_recovery(codes[b].cpu(), self.true_codes))
         self.history.append({"step": step, "wall_s": round(time.time() - self._t0, 3), "restart": b, **m})
-        self.log_dict({f"eval/{k}": float(v) for k, v in m.items()})
+        if log:
+            self.log_dict({f"eval/{k}": float(v) for k, v in m.items()})
         self._eval_audio = rec[b].cpu()
         return m
 

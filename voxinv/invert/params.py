@@ -75,11 +75,11 @@ class CodeParams(nn.Module):
             z = self.semantic_latent  # [B, T, 256]
             idx = self._nearest(z.detach())
             e = self.table[idx]
-            sem_emb = z + (e - z).detach()
+            sem_emb = e + (z - z.detach())  # exactly e forward (z + (e - z) is not), identity backward
             aux["commit"] = (z - e).pow(2).sum(-1).mean(-1)  # [B]
             # straight-through one-hot (for the prior): softmax of negative squared distances
             soft = (-(torch.cdist(z, self.table).pow(2)) / temperature).softmax(-1)
-            sem_onehot = F.one_hot(idx, V).to(z.dtype) + soft - soft.detach()
+            sem_onehot = F.one_hot(idx, V).to(z.dtype) + (soft - soft.detach())
         else:
             logits = self.semantic_logits
             if self.semantic == "gumbel":
@@ -89,7 +89,7 @@ class CodeParams(nn.Module):
             probs = (logits / temperature).softmax(-1)  # [B, T, 8192]
             idx = probs.argmax(-1)
             hard = F.one_hot(idx, V).to(probs.dtype)
-            sem_onehot = hard + probs - probs.detach()  # forward: one-hot; backward: softmax
+            sem_onehot = hard + (probs - probs.detach())  # forward: exactly one-hot; backward: softmax
             sem_emb = sem_onehot @ self.table  # [B, T, 256]: exactly table[idx] forward
         scaled = (torch.tanh(self.acoustic) + 1) / 2 * (self.levels - 1)
         q = scaled + (scaled.round() - scaled).detach()  # integer levels forward, identity backward

@@ -1,0 +1,240 @@
+"""Targets: synthetic and preset (codes known), and recordings (``target=file``): resampled to
+24 kHz mono, trimmed, peak-normalised, padded to whole frames with the pad recorded; bad files
+give one clear AudioError (exit code 2 and one ``voxinv: error:`` line from the CLI)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+import torchaudio.functional as AF
+from hydra import compose, initialize_config_dir
+
+import voxinv.run as R
+from voxinv.audio import AudioError
+from voxinv.invert import target as T
+from voxinv.voxtral.checkpoint import Checkpoint
+from voxinv.voxtral.codec import load_codec
+
+SPF = 1920
+REPO = Path(R.__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def ckpt(tiny_dir) -> Checkpoint:
+    return Checkpoint(tiny_dir)
+
+
+@pytest.fixture(scope="module")
+def codec(ckpt):
+    return load_codec(ckpt, dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def voxinv_cache(tmp_path_factory, tiny_dir) -> Path:
+    """VOXINV_CACHE for the runs: the session's tiny model under the name model.name=tiny looks for."""
+    from voxinv.voxtral.tiny import tiny_fingerprint
+
+    cache = tmp_path_factory.getbasetemp() / "voxinv-cache"
+    link = cache / f"tiny-seed0-{tiny_fingerprint()}"
+    if not link.exists():
+        cache.mkdir(exist_ok=True)
+        link.symlink_to(tiny_dir, target_is_directory=True)
+    return cache
+
+
+@pytest.fixture
+def cfg_of(voxinv_cache, monkeypatch):
+    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
+    fast = {
+        "device": "cpu",
+        "steps": "2",
+        "eval_every": "0",
+        "init": "random",
+        "eval.which": "[]",
+        "trainer.enable_progress_bar": "false",
+    }
+
+    def make(*overrides: str):
+        fast.update(o.split("=", 1) for o in overrides)
+        with initialize_config_dir(config_dir=R.CONF_DIR, version_base="1.3"):
+            return compose("config", overrides=[f"{k}={v}" for k, v in fast.items()])
+
+    return make
+
+
+def _tone(seconds: float, sr: int, amp: float = 0.3, f0: float = 180.0) -> np.ndarray:
+    """A harmonic tone (f0 + 4 harmonics) with a slow vibrato: speech-like enough for the pipeline."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    phase = 2 * np.pi * (f0 * t + 2.0 * np.sin(2 * np.pi * 5 * t))
+    x = sum(np.sin(k * phase) / k for k in range(1, 6))
+    return (amp * x / np.abs(x).max()).astype(np.float32)
+
+
+def _stereo_tone(path: Path, seconds: float = 0.5, sr: int = 16000) -> np.ndarray:
+    left = _tone(seconds, sr)
+    right = 0.5 * _tone(seconds, sr, f0=220.0)
+    sf.write(str(path), np.stack([left, right], 1), sr, subtype="FLOAT")
+    return np.stack([left, right], 1)
+
+
+# ---------------------------------------------------------------------------------- synthetic, preset
+def test_synthetic_is_the_decode_of_seeded_codes(codec):
+    a, b = T.synthetic(codec, 3, seed=4), T.synthetic(codec, 3, seed=4)
+    assert a.n_frames == 3 and a.wav.shape == (3 * SPF,) and a.codes.shape == (3, 37)
+    assert torch.equal(a.codes, b.codes) and torch.equal(a.wav, b.wav)
+    assert not torch.equal(a.codes, T.synthetic(codec, 3, seed=5).codes)
+    assert torch.equal(a.wav, codec.decode(a.codes.T[None])[0, 0])
+    assert a.info == {"kind": "synthetic", "seed": 4}
+
+
+def test_preset(codec, ckpt):
+    t = T.preset(codec, ckpt, "neutral_female", max_frames=4)
+    assert t.n_frames == 4 and t.codes.shape == (4, 37) and t.wav.shape == (4 * SPF,)
+    assert t.info["voice"] == "neutral_female" and t.info["decomposition_rel_error"] < 1e-2
+    full = T.preset(codec, ckpt, "neutral_female")
+    assert full.n_frames == 30 and torch.equal(full.codes[:4], t.codes)  # tiny voice: 30 frames
+    with pytest.raises(AudioError, match="preset voice 'nobody' not found.*casual_female"):
+        T.preset(codec, ckpt, "nobody")
+
+
+# ---------------------------------------------------------------------------------------------- file
+def test_file_is_resampled_mono_normalised_and_padded(tmp_path, codec):
+    path = tmp_path / "tone.wav"
+    stereo = _stereo_tone(path)
+    t = T.from_file(path, codec, peak=0.08)
+    mono = AF.resample(torch.from_numpy(stereo.mean(1)), 16000, 24000)
+    assert mono.numel() == 12000  # 0.5 s at 24 kHz
+    n_frames, pad = 7, 7 * SPF - 12000  # 12000 samples → 6.25 frames → 7, the tail zero-padded
+    assert (t.n_frames, t.wav.shape, t.codes) == (n_frames, (n_frames * SPF,), None)
+    assert t.info == {"source": str(path), "input_samples": 12000, "trimmed_samples": 0, "pad_samples": pad}
+    torch.testing.assert_close(t.wav[:12000], mono * (0.08 / mono.abs().max()), rtol=0, atol=1e-6)
+    assert torch.equal(t.wav[12000:], torch.zeros(pad))
+    assert float(t.wav.abs().max()) == pytest.approx(0.08)
+    assert t.name == "tone"
+
+
+def test_file_trim_and_limits(tmp_path, codec):
+    sr = 24000
+    x = np.concatenate([np.zeros(4800), _tone(0.4, sr), np.zeros(9600)]).astype(np.float32)
+    sf.write(str(tmp_path / "padded.wav"), x, sr, subtype="FLOAT")
+    t = T.from_file(tmp_path / "padded.wav", codec)
+    kept = t.wav.numel() - t.info["pad_samples"]
+    assert t.info["trimmed_samples"] == x.size - kept and abs(kept - 9600) <= 480  # the tone, ±1 trim hop
+    t = T.from_file(tmp_path / "padded.wav", codec, trim=False, peak=None)
+    assert t.info["trimmed_samples"] == 0 and torch.equal(t.wav[: x.size], torch.from_numpy(x))
+    with pytest.raises(AudioError, match="above target.max_seconds=0.2"):
+        T.from_file(tmp_path / "padded.wav", codec, max_seconds=0.2)
+
+
+def _garbage(p: Path) -> None:
+    p.write_bytes(b"RIFF\x00\x00 definitely not audio " * 10)
+
+
+def _silent(p: Path) -> None:
+    sf.write(str(p), np.zeros(24000, np.float32), 24000)
+
+
+def _short(p: Path) -> None:  # 50 ms < one 80 ms frame
+    sf.write(str(p), _tone(0.05, 24000), 24000)
+
+
+def _blip(p: Path) -> None:  # 1 s, but only a 40 ms click after trimming
+    x = np.zeros(24000, np.float32)
+    x[12000:12960] = _tone(0.04, 24000)
+    sf.write(str(p), x, 24000)
+
+
+def _empty(p: Path) -> None:
+    sf.write(str(p), np.zeros(0, np.float32), 24000)
+
+
+def _nan(p: Path) -> None:
+    x = _tone(0.3, 24000)
+    x[100] = np.nan
+    sf.write(str(p), x, 24000, subtype="FLOAT")
+
+
+BAD = {
+    "missing": (None, r"audio file .*missing\.wav does not exist"),
+    "garbage": (_garbage, r"cannot read audio .*garbage\.wav .*convert it to WAV/FLAC/OGG"),
+    "silent": (_silent, r"audio .*silent\.wav is silent \(RMS .* dBFS"),
+    # 50 ms in, ~40 ms after trimming (trim_silence drops the last partial 20 ms hop)
+    "short": (_short, r"short\.wav is \d+ ms long; at least one 80 ms frame \(1920 samples\) is needed"),
+    "blip": (_blip, r"blip\.wav is 40 ms long; at least one 80 ms frame"),
+    "empty": (_empty, r"empty\.wav holds no samples"),
+    "nan": (_nan, r"nan\.wav contains NaN/inf samples"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD))
+def test_bad_file_errors(tmp_path, codec, case):
+    write, msg = BAD[case]
+    path = tmp_path / f"{case}.wav"
+    if write:
+        write(path)
+    with pytest.raises(AudioError, match=msg) as e:
+        T.from_file(path, codec)
+    assert "\n" not in str(e.value)
+
+
+def test_file_target_run(tmp_path, cfg_of, codec):
+    """target=file end to end: outputs on whole frames, the pad in metrics, no ground-truth keys."""
+    wav = tmp_path / "me.wav"
+    _stereo_tone(wav)
+    out = tmp_path / "run"
+    m = R.run(cfg_of("target=file", f"target.path={wav}"), out)
+    assert m["target"]["frames"] == 7 and m["target"]["pad_samples"] == 7 * SPF - 12000
+    assert m["target"]["input_samples"] == 12000 and m["target"]["name"] == "me"
+    assert json.loads((out / "metrics.json").read_text())["target"] == m["target"]
+    assert "truth" not in m and not (out / "true_codes.safetensors").exists()
+    assert all(np.isfinite(v) for v in m["signal"].values())
+    for name in ("reconstruction.wav", "target.wav"):
+        x, sr = sf.read(str(out / name), dtype="float32")
+        assert sr == 24000 and x.shape == (7 * SPF,), name
+    x, _ = sf.read(str(out / "target.wav"), dtype="float32")
+    want = T.from_file(wav, codec).wav.numpy()
+    assert np.array_equal(x, want)
+
+
+@pytest.mark.parametrize("case", ["missing", "garbage", "silent", "short"])
+def test_bad_file_through_run(tmp_path, cfg_of, case):
+    write, msg = BAD[case]
+    path = tmp_path / f"{case}.wav"
+    if write:
+        write(path)
+    with pytest.raises(AudioError, match=msg):
+        R.run(cfg_of("target=file", f"target.path={path}"), tmp_path / "run")
+
+
+def test_file_target_needs_a_path(tmp_path, cfg_of):
+    with pytest.raises(ValueError, match="target=file needs target.path=<audio file>"):
+        R.run(cfg_of("target=file"), tmp_path / "run")
+
+
+def test_cli_bad_input_is_one_line_exit_2(tmp_path, voxinv_cache):
+    """``python -m voxinv.run`` on an unreadable file: exit code 2, one ``voxinv: error:`` line, no traceback."""
+    bad = tmp_path / "garbage.wav"
+    _garbage(bad)
+    env = {**os.environ, "VOXINV_CACHE": str(voxinv_cache), "PYTHONWARNINGS": "ignore"}
+    p = subprocess.run(
+        [sys.executable, "-m", "voxinv.run", "target=file", f"target.path={bad}", "device=cpu"]
+        + [f"hydra.run.dir={tmp_path / 'run'}"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+    assert len(lines) == 1 and lines[0].startswith("voxinv: error: cannot read audio "), p.stderr
+    assert str(bad) in lines[0] and "ffmpeg" in lines[0]
