@@ -151,7 +151,8 @@ def run(cfg: DictConfig, out: Path) -> dict:
     log.info("target %s: %d frames (%.2f s)", target.name, target.n_frames, target.wav.numel() / codec.sampling_rate)
 
     # code parameters + initialisation
-    g = torch.Generator().manual_seed(int(cfg.seed))
+    # salted: a synthetic target seeded by the same `seed` must not share draws with the random start
+    g = torch.Generator().manual_seed(int(cfg.seed) + 1_000_003)
     table = codec.quantizer.semantic_codebook.table.float().cpu()
     c = cfg.codes
     params = CodeParams(

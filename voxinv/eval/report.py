@@ -77,6 +77,7 @@ METRIC = {m.key: m for m in METRICS}
 HEADLINE = ("si_sdr", "mel", "code_sem_acc", "code_ac_acc", "si_sdr_gain_per_s", "ac_gain_per_s")
 CURVE_METRICS = ("si_sdr", "mel")
 CODE_CURVE_METRICS = ("code_sem_acc", "code_ac_acc")
+LOG_METRICS = ("mel", "mrstft")
 
 
 # --------------------------------------------------------------------------------------- runs
@@ -460,6 +461,70 @@ def per_run_table(stats: Sequence[GroupStats], reference: dict[str, float] | Non
     return "\n".join(lines)
 
 
+PAIRED_KEYS = ("si_sdr", "mel", "code_sem_acc", "code_ac_acc", "compute_s")
+
+
+def paired_differences(
+    groups: dict[str, list[Run]],
+    baseline: str,
+    reference: dict[str, float] | None = None,
+    keys: Sequence[str] = PAIRED_KEYS,
+) -> list[dict]:
+    """Per-target differences of each group against the ``baseline`` group (same targets = same seeds).
+
+    Returns ``[{"label", "n", "mean": {k}, "std": {k}, "better": {k}}]``: mean ± sample std over the
+    targets both groups ran on of (group − baseline), and on how many of them the group is better
+    (direction from :data:`METRICS`). Runs sharing a target within a group are averaged first.
+    """
+    if baseline not in groups:
+        raise ReportError(f"--baseline {baseline!r} is not a configuration here: choose from {list(groups)}")
+
+    def by_target(runs: Sequence[Run]) -> dict[str, dict[str, float]]:
+        acc: dict[str, list[dict[str, float]]] = {}
+        for r in runs:
+            acc.setdefault(r.target, []).append(run_values(r, reference))
+        return {
+            t: {k: float(np.mean([v[k] for v in vs if k in v])) for k in keys if any(k in v for v in vs)}
+            for t, vs in acc.items()
+        }
+
+    base = by_target(groups[baseline])
+    out = []
+    for label, runs in groups.items():
+        if label == baseline:
+            continue
+        mine = by_target(runs)
+        common = [t for t in mine if t in base]
+        row: dict = {"label": label, "n": len(common), "mean": {}, "std": {}, "better": {}}
+        for k in keys:
+            d = [mine[t][k] - base[t][k] for t in common if k in mine[t] and k in base[t]]
+            if d:
+                row["mean"][k], row["std"][k] = mean_std(d)
+                hb = METRIC[k].higher_better
+                row["better"][k] = sum(1 for x in d if (x > 1e-9 if hb else x < -1e-9))
+        out.append(row)
+    return out
+
+
+def paired_table(rows: Sequence[dict], baseline: str, keys: Sequence[str] = PAIRED_KEYS) -> str:
+    """Markdown for :func:`paired_differences`: ``Δ mean ± std (better on k/n targets)``."""
+    keys = [k for k in keys if any(k in r["mean"] for r in rows)]
+    head = [f"config − `{baseline}`", "pairs"] + [f"Δ {METRIC[k].header}" for k in keys]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] + ["--:"] * (len(head) - 1)) + "|"]
+    for r in rows:
+        cells = []
+        for k in keys:
+            f = METRIC[k].fmt
+            signed = f.replace("{:", "{:+")
+            cells.append(
+                f"{signed.format(r['mean'][k])} ± {f.format(r['std'][k])} ({r['better'][k]}/{r['n']})"
+                if k in r["mean"]
+                else "–"
+            )
+        lines.append("| " + " | ".join([f"`{r['label']}`", str(r["n"])] + cells) + " |")
+    return "\n".join(lines)
+
+
 def _rel(p: Path) -> str:
     """``p`` relative to the working directory when inside it, else absolute."""
     p = p.resolve()
@@ -498,7 +563,11 @@ def _curve(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.nd
 def plot_curves(
     stats: Sequence[GroupStats], path: str | Path, keys: Sequence[str] = CURVE_METRICS, title: str = ""
 ) -> Path | None:
-    """Metric-vs-step curves per configuration (mean over seeds, ±1 std band) → PNG; None if no history."""
+    """Metric-vs-step curves per configuration (mean over seeds, ±1 std band) → PNG; None if no history.
+
+    The history holds the codes at each evaluation step; the exported codes are the best of those by
+    the objective, so the table can beat the last point of a curve.
+    """
     keys = [k for k in keys if any(_curve(s.runs, k) is not None for s in stats)]
     if not keys:
         return None
@@ -516,10 +585,12 @@ def plot_curves(
             lo, hi = m - sd, m + sd
             if k.endswith("_acc"):  # percentages: keep the band inside [0, 100]
                 lo, hi = np.clip(lo, 0, 100), np.clip(hi, 0, 100)
-            ax.fill_between(x, lo, hi, color=col, alpha=0.15, lw=0)
+            if k in LOG_METRICS:  # log axis: a band reaching 0 would fill the whole plot
+                lo = np.maximum(lo, m / 3)
+            ax.fill_between(x, lo, hi, color=col, alpha=0.15 if len(stats) <= 4 else 0.07, lw=0)
         ax.set_xlabel("step")
-        ax.set_ylabel(METRIC[k].header if k in METRIC else k)
-        if k in ("mel", "mrstft"):
+        ax.set_ylabel((METRIC[k].header if k in METRIC else k) + " (codes at step)")
+        if k in LOG_METRICS:
             ax.set_yscale("log")
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=7, loc="best")
@@ -692,8 +763,13 @@ def build_report(
     reference_runs: Sequence[Run] = (),
     sources: Sequence[str] = (),
     plots: bool = True,
+    baseline: str | None = None,
 ) -> dict:
-    """Write report.md, summary.json and the PNG plots for ``runs`` into ``out``; returns the summary."""
+    """Write report.md, summary.json and the PNG plots for ``runs`` into ``out``; returns the summary.
+
+    ``baseline``: a configuration label; adds per-target (paired) differences of every other
+    configuration against it.
+    """
     if not runs:
         raise ReportError("no runs to report (no metrics.json found)")
     if sort_by not in METRIC:
@@ -704,6 +780,7 @@ def build_report(
     reference = random_reference(list(runs) + list(reference_runs))
     stats = aggregate(groups, reference)
     ceilings = ceiling_rows(runs)
+    paired = paired_differences(groups, baseline, reference) if baseline else []
     title = title or (Path(sources[0]).name if sources else "sweep")
 
     figs: dict[str, str] = {}
@@ -750,6 +827,14 @@ def build_report(
     for c in ceilings:
         md.append(f"*{c['label']}*: {c['note']}.")
     md.append("")
+    if paired:
+        md += [
+            f"Paired against `{baseline}` (same targets/seeds): mean ± std of the per-target difference, "
+            "(k/n) = better on k of n targets.",
+            "",
+            paired_table(paired, baseline),
+            "",
+        ]
     for name, cap in (
         ("curves", "SI-SDR and mel vs step"),
         ("code_acc", "code accuracy vs step"),
@@ -782,6 +867,8 @@ def build_report(
             {**c, "values": {k: (None if math.isinf(v) else v) for k, v in c["values"].items()}} for c in ceilings
         ],
         "winners": {k: {"label": lab, "mean": v} for k, (lab, v) in w.items()},
+        "baseline": baseline,
+        "paired": paired,
         "figures": figs,
         "table": table,
     }
@@ -798,6 +885,7 @@ def write_report(
     title: str | None = None,
     references: Sequence[str | Path] = (),
     plots: bool = True,
+    baseline: str | None = None,
 ) -> dict:
     """:func:`build_report` for the runs under ``sweep_dirs`` (default ``out``: ``<first dir>/report``)."""
     runs = find_runs(sweep_dirs)
@@ -812,6 +900,7 @@ def write_report(
         reference_runs=refs,
         sources=[_rel(Path(d)) for d in sweep_dirs],
         plots=plots,
+        baseline=baseline,
     )
 
 
@@ -866,6 +955,7 @@ def main(argv: list[str] | None = None) -> int:
         metavar="DIR",
         help="extra sweep dirs whose random-init runs give random-codes SI-SDR (not tabulated)",
     )
+    ap.add_argument("--baseline", metavar="LABEL", help="a configuration label: add paired differences against it")
     ap.add_argument("--wandb", metavar="PROJECT", help="also pull runs from W&B ([entity/]project) when online")
     ap.add_argument("--wandb-group", help="only W&B runs of this group")
     ap.add_argument("--no-plots", action="store_true")
@@ -893,6 +983,7 @@ def main(argv: list[str] | None = None) -> int:
             reference_runs=refs,
             sources=[_rel(Path(d)) for d in args.sweeps] + ([f"wandb:{args.wandb}"] if args.wandb else []),
             plots=not args.no_plots,
+            baseline=args.baseline,
         )
     except ReportError as e:
         print(f"voxinv.report: error: {e}", file=sys.stderr)

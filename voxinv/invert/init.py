@@ -73,6 +73,7 @@ def coord_descent(
     lookahead: int = 0,
     batch_size: int = 512,
     acoustic_passes: int = 2,
+    gn_steps: int = 3,
     progress: bool = True,
 ) -> tuple[torch.Tensor, dict]:
     """Greedy left-to-right code search (see module docstring). Returns codes and statistics.
@@ -80,7 +81,8 @@ def coord_descent(
     Semantic candidates are ranked under a local linear model of the decoder (secant Jacobian of
     the segment w.r.t. the frame's latent, acoustic values solved by least squares per entry); the
     best ``shortlist`` (all 8192 when ``shortlist <= 0``) plus the current entry are decoded and
-    scored exactly, then ``acoustic_passes`` exact sweeps over each acoustic value's 21 levels.
+    scored exactly. The frame's acoustic values then take up to ``gn_steps`` Gauss-Newton steps
+    (kept only when the exact loss drops) and ``acoustic_passes`` exact sweeps over the 21 levels.
     """
     dev = next(codec.parameters()).device
     spf, T = codec.samples_per_frame, codes.shape[0]
@@ -148,7 +150,28 @@ def coord_descent(
         codes[t, 0] = best
         codes[t, 1:] = ac[i_best].long()
         window[:, j] = batch[i_best, :, j]
-        # --- acoustic: exact coordinate sweeps, one value at a time, all 21 levels in one batch
+        # --- acoustic: Gauss-Newton steps on a local secant Jacobian (one level wide), snapped to
+        # the 21 levels and kept only if the exact loss improves; then exact coordinate sweeps
+        n_ac, h = codes.shape[1] - 1, 2 / (levels - 1)
+        cur = evaluate(window[None])[0]
+        for _ in range(gn_steps):
+            probe = window[None].repeat(n_ac + 1, 1, 1)
+            probe[torch.arange(n_ac), n_sem + torch.arange(n_ac), j] += h
+            Y = codec.decode_latent(probe)[:, 0, off:].float()
+            stats["evaluations"] += n_ac + 1
+            Ja = (Y[:n_ac] - Y[n_ac]) / h  # [36, L]
+            da = -torch.linalg.lstsq(Ja.T, (Y[n_ac] - seg)[:, None]).solution[:, 0]
+            lv = (((window[n_sem:, j] + da).clamp(-1, 1) + 1) / 2 * (levels - 1)).round()
+            if torch.equal(lv.long(), codes[t, 1:]):
+                break
+            trial = window.clone()
+            trial[n_sem:, j] = lv * h - 1
+            loss = evaluate(trial[None])[0]
+            if loss >= cur:
+                break
+            cur, window = loss, trial
+            stats["changed"] += int((lv.long() != codes[t, 1:]).sum())
+            codes[t, 1:] = lv.long()
         for _ in range(acoustic_passes):
             moved = 0
             for k in range(codes.shape[1] - 1):

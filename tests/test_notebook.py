@@ -1,0 +1,67 @@
+"""notebooks/analysis.ipynb executes against a tiny 2-run sweep (steps=2, 2 frames, random init)."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+NOTEBOOK = REPO / "notebooks" / "analysis.ipynb"
+
+
+@pytest.fixture
+def tiny_sweep(tmp_path: Path, tiny_dir: Path) -> Path:
+    from voxinv.eval.report import run_tiny_sweep
+
+    return run_tiny_sweep(
+        tmp_path / "multirun" / "tiny",
+        [["codes=softmax_ste"], ["codes=gumbel"]],
+        seeds=(0,),
+        common=[
+            f"model.path={tiny_dir}",
+            "steps=2",
+            "eval_every=1",
+            "target.n_frames=2",
+            "init=random",
+            "eval.which=[]",
+            "device=cpu",
+            "checkpoint_every=1000",
+        ],
+    )
+
+
+def test_tiny_sweep_is_multirun_shaped(tiny_sweep: Path) -> None:
+    from voxinv.eval import report as R
+
+    runs = R.find_runs([tiny_sweep])
+    assert [r.path.name for r in runs] == ["0", "1"]
+    groups, common = R.group_runs(runs)
+    assert list(groups) == ["codes=softmax_ste", "codes=gumbel"]
+    assert "init=random" in common and "steps=2" in common
+    assert all(len(r.history) == 3 for r in runs)  # steps 0, 1, 2
+
+
+def test_analysis_notebook_runs(tiny_sweep: Path, tmp_path: Path, monkeypatch) -> None:
+    nbformat = pytest.importorskip("nbformat")
+    nbclient = pytest.importorskip("nbclient")
+    pytest.importorskip("ipykernel", reason="pip install ipykernel (the notebook test runs a python3 kernel)")
+    out = tmp_path / "report"
+    monkeypatch.setenv("VOXINV_SWEEP", str(tiny_sweep))
+    monkeypatch.setenv("VOXINV_REPORT_OUT", str(out))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.setenv("MPLBACKEND", "Agg")
+    nb = nbformat.read(NOTEBOOK, as_version=4)
+    t0 = time.time()
+    nbclient.NotebookClient(
+        nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
+    ).execute()
+    assert time.time() - t0 < 60
+    outputs = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])]
+    assert not [o for o in outputs if o.get("output_type") == "error"]
+    text = "".join(o.get("text", "") for o in outputs)
+    assert "2 runs, 2 configurations" in text
+    assert any("text/markdown" in o.get("data", {}) for o in outputs)  # the table
+    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # curves, code accuracy, spectrograms
+    assert (out / "curves.png").is_file() and (out / "spectrograms.png").is_file()
