@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
+# tiny models = thousands of tiny ops: extra threads only add sync waits (override: VOXINV_TEST_THREADS)
 torch.set_num_threads(int(os.environ.get("VOXINV_TEST_THREADS", "1")))
 
 REPO = Path(__file__).resolve().parents[1]

@@ -11,15 +11,6 @@ from voxinv.voxtral.params import VoxtralParams
 from voxinv.voxtral.tiny import REAL_PARAMS
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops only: extra threads just add sync waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def ckpt(tiny_dir) -> Checkpoint:
     return Checkpoint(tiny_dir)

@@ -11,15 +11,6 @@ from voxinv.voxtral.checkpoint import Checkpoint
 from voxinv.voxtral.flow import AcousticTransformer
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops only: extra threads just add sync waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def flow(tiny_dir) -> AcousticTransformer:
     return AcousticTransformer.from_checkpoint(Checkpoint(tiny_dir))

@@ -22,15 +22,6 @@ from voxinv.voxtral.prompt import (
 TEXT = "Paris is a beautiful city!"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny ops only: extra threads just add sync waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tok(tiny_dir):
     return load_tokenizer(tiny_dir)

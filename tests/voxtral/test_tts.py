@@ -13,15 +13,6 @@ from voxinv.voxtral.tts import VoxtralTTS, add_cli, main, synthesize_eval
 TEXT = "Paris is a beautiful city!"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The frame loop is thousands of tiny ops: extra threads only add sync waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tts(tiny_dir) -> VoxtralTTS:
     return VoxtralTTS.from_pretrained(tiny_dir, device="cpu")

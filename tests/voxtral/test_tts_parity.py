@@ -30,15 +30,6 @@ from voxinv.voxtral.tts import VoxtralTTS
 FIXTURES = sorted((Path(__file__).resolve().parents[1] / "fixtures").glob("tts_parity_*.npz"))
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """The frame loop is thousands of tiny ops: extra threads only add sync waits on a busy machine."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def tts(tiny_dir) -> VoxtralTTS:
     return VoxtralTTS.from_pretrained(tiny_dir, device="cpu", dtype=torch.float32, with_codec=False)
