@@ -21,19 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxinv.voxtral.codec import FeedForward  # the same SwiGLU (w1 gate, w2 down, w3 up)
 from voxinv.voxtral.codes import EMPTY_AUDIO, END_AUDIO, N_SPECIAL
 from voxinv.voxtral.params import AudioModelArgs, FlowArgs, VoxtralParams
-
-
-class FeedForward(nn.Module):
-    def __init__(self, dim: int, hidden_dim: int):
-        super().__init__()
-        self.w1 = nn.Linear(dim, hidden_dim, bias=False)
-        self.w2 = nn.Linear(hidden_dim, dim, bias=False)
-        self.w3 = nn.Linear(dim, hidden_dim, bias=False)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
 
 
 class BidirectionalAttention(nn.Module):
