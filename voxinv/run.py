@@ -186,6 +186,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
                     lookahead=i.lookahead,
                     batch_size=i.batch_size,
                     acoustic_passes=i.acoustic_passes,
+                    gn_steps=i.gn_steps,
                 )
                 found.append(cb)
                 init_info[f"restart{b}"] = st

@@ -67,16 +67,17 @@ def coord_descent(
     target: torch.Tensor,  # [T · spf]
     codes: torch.Tensor,  # raw [T, 37] starting point
     *,
-    sweeps: int = 1,
-    shortlist: int = 64,
-    context: int = 16,
-    lookahead: int = 0,
-    batch_size: int = 512,
-    acoustic_passes: int = 2,
-    gn_steps: int = 3,
+    sweeps: int,
+    shortlist: int,
+    context: int,
+    lookahead: int,
+    batch_size: int,
+    acoustic_passes: int,
+    gn_steps: int,
     progress: bool = True,
 ) -> tuple[torch.Tensor, dict]:
     """Greedy left-to-right code search (see module docstring). Returns codes and statistics.
+    The settings (no defaults here: ``conf/init/coord_descent.yaml`` holds them) are documented there.
 
     Semantic candidates are ranked under a local linear model of the decoder (secant Jacobian of
     the segment w.r.t. the frame's latent, acoustic values solved by least squares per entry); the
