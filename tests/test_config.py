@@ -146,10 +146,11 @@ def test_ramp_without_its_term_is_an_error():
 
 def test_defaults():
     cfg = _compose()
-    assert cfg.model.name == "tiny" and cfg.target.kind == "synthetic" and cfg.init.kind == "coord_descent"
+    assert cfg.model.name == "voxtral" and cfg.model.path == "mistralai/Voxtral-4B-TTS-2603"
+    assert cfg.target.kind == "file" and cfg.target.path is None and cfg.init.kind == "coord_descent"
     assert cfg.codes.semantic == "softmax_ste" and cfg.logger.kind == "csv"
     assert dict(cfg.loss.weights) == {"stft": 1.0, "mel": 1.0}
-    assert cfg.target.seed == cfg.seed  # ${seed}
+    assert _compose("target=synthetic").target.seed == cfg.seed  # ${seed}
     assert cfg.resume is False and cfg.export.register is None
 
 
@@ -180,13 +181,14 @@ def test_experiment_overridable_on_the_command_line():
 def test_overrides_apply(tmp_path):
     from voxinv.run import model_path
 
-    cfg = _compose(f"model.path={tmp_path}/m", "steps=17", "seed=5")
+    cfg = _compose(f"model.path={tmp_path}/m", "steps=17", "seed=5", f"target.path={tmp_path}/me.wav")
     assert cfg.model.path == f"{tmp_path}/m" and model_path(cfg) == f"{tmp_path}/m"
-    assert cfg.steps == 17 and cfg.seed == 5 and cfg.target.seed == 5
+    assert cfg.steps == 17 and cfg.seed == 5 and cfg.target.path == f"{tmp_path}/me.wav"
+    assert _compose("target=synthetic", "seed=5").target.seed == 5  # the synthetic target follows seed
     cfg = _compose("model=voxtral", f"model.path={tmp_path}/real")
     assert cfg.model.name == "voxtral" and model_path(cfg) == f"{tmp_path}/real"
     assert model_path(_compose("model=voxtral")) == "mistralai/Voxtral-4B-TTS-2603"
-    cfg = _compose("target=file", f"target.path={tmp_path}/me.wav", "target.max_seconds=3")
+    cfg = _compose(f"target.path={tmp_path}/me.wav", "target.max_seconds=3")  # target=file is the default
     assert cfg.target.kind == "file" and cfg.target.path == f"{tmp_path}/me.wav" and cfg.target.max_seconds == 3
 
 

@@ -20,7 +20,9 @@ def tiny_sweep(tmp_path: Path, tiny_dir: Path) -> Path:
         [["codes=softmax_ste"], ["codes=gumbel"]],
         seeds=(0,),
         common=[
+            "model=tiny",
             f"model.path={tiny_dir}",
+            "target=synthetic",
             "steps=2",
             "eval_every=1",
             "target.n_frames=2",

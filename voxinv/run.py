@@ -1,9 +1,9 @@
 """Hydra entry point: compose → build → fit → export → evaluate.
 
-python -m voxinv.run                                   # defaults (tiny model, oracle target)
-python -m voxinv.run experiment=demo                   # the ≈1 min offline demo
-python -m voxinv.run model=voxtral loss=stft+spk target=file target.path=me.wav
-python -m voxinv.run -m seed=0,1,2 codes=gumbel,softmax_ste   # sweeps
+python -m voxinv.run loss=stft+spk target.path=me.wav       # clone a recording (released model)
+python -m voxinv.run experiment=demo                         # the ≈1 min offline demo (tiny model)
+python -m voxinv.run model=tiny target=preset target.voice=casual_male
+python -m voxinv.run -m model=tiny target=synthetic seed=0,1,2 codes=gumbel,softmax_ste   # sweeps
 """
 
 from __future__ import annotations
@@ -137,6 +137,8 @@ def run(cfg: DictConfig, out: Path) -> dict:
     from voxinv.voxtral.codec import load_codec
 
     t_start = time.time()
+    if cfg.target.kind == "file" and not cfg.target.path:  # fail before fetching any model
+        raise ValueError("target=file needs target.path=<audio file> (or use experiment=demo for the offline demo)")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

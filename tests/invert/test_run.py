@@ -24,6 +24,8 @@ from voxinv.voxtral.voices import codes_to_voice, has_end_row
 
 SPF = 1920
 FAST = {
+    "model": "tiny",
+    "target": "synthetic",
     "device": "cpu",
     "target.n_frames": "3",
     "steps": "3",

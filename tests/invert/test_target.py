@@ -54,6 +54,8 @@ def voxinv_cache(tmp_path_factory, tiny_dir) -> Path:
 def cfg_of(voxinv_cache, monkeypatch):
     monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
     fast = {
+        "model": "tiny",
+        "target": "synthetic",
         "device": "cpu",
         "steps": "2",
         "eval_every": "0",
@@ -225,7 +227,7 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, voxinv_cache):
     _garbage(bad)
     env = {**os.environ, "VOXINV_CACHE": str(voxinv_cache), "PYTHONWARNINGS": "ignore"}
     p = subprocess.run(
-        [sys.executable, "-m", "voxinv.run", "target=file", f"target.path={bad}", "device=cpu"]
+        [sys.executable, "-m", "voxinv.run", "model=tiny", f"target.path={bad}", "device=cpu"]
         + [f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=REPO,
         env=env,
