@@ -137,8 +137,13 @@ def run(cfg: DictConfig, out: Path) -> dict:
     from voxinv.voxtral.codec import load_codec
 
     t_start = time.time()
-    if cfg.target.kind == "file" and not cfg.target.path:  # fail before fetching any model
-        raise ValueError("target=file needs target.path=<audio file> (or use experiment=demo for the offline demo)")
+    if cfg.target.kind == "file":  # bad input fails before any model is fetched
+        if not cfg.target.path:
+            raise ValueError("target=file needs target.path=<audio file> (or use experiment=demo for the offline demo)")
+        if not Path(cfg.target.path).expanduser().is_file():
+            from voxinv.audio import AudioError
+
+            raise AudioError(f"audio file {cfg.target.path} does not exist")
     out.mkdir(parents=True, exist_ok=True)
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
