@@ -44,7 +44,6 @@ class InversionModule(pl.LightningModule):
         self.history: list[dict] = []  # eval records (step, metrics), kept in checkpoints
         self.last_good_codes: torch.Tensor | None = None
         self.best: dict | None = None  # {"objective", "step", "codes" [T, 37]}: what gets exported
-        self.stopped_reason: str | None = None
         self._t0 = time.time()
 
     # ----------------------------------------------------------------------------------- one step
