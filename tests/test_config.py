@@ -194,4 +194,4 @@ def test_overrides_apply(tmp_path):
 
 def test_tiny_cache_dir_follows_env(tmp_path, monkeypatch):
     monkeypatch.setenv("VOXINV_CACHE", str(tmp_path / "elsewhere"))
-    assert _compose().model.cache_dir == str(tmp_path / "elsewhere")
+    assert _compose("model=tiny").model.cache_dir == str(tmp_path / "elsewhere")
