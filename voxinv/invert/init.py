@@ -142,15 +142,15 @@ def coord_descent(
         da = -torch.linalg.lstsq(Ja.T, pred[cand].T).solution.T  # [K, 36]
         ac = ((window[n_sem:, j] + da).clamp(-1, 1) + 1) / 2 * (levels - 1)
         ac = ac.round()
-        batch = window[None].repeat(len(cand), 1, 1)
-        batch[:, :n_sem, j] = table[cand]
-        batch[:, n_sem:, j] = ac * 2 / (levels - 1) - 1
+        batch = window[None].repeat(len(cand) + 1, 1, 1)  # row 0: the frame as it is (never worse)
+        batch[1:, :n_sem, j] = table[cand]
+        batch[1:, n_sem:, j] = ac * 2 / (levels - 1) - 1
         i_best = int(evaluate(batch).argmin())
-        best = cand[i_best]
-        stats["changed"] += int(best != codes[t, 0])
-        codes[t, 0] = best
-        codes[t, 1:] = ac[i_best].long()
-        window[:, j] = batch[i_best, :, j]
+        if i_best > 0:
+            new = torch.cat([cand[i_best - 1 : i_best], ac[i_best - 1].long()])
+            stats["changed"] += int((new != codes[t]).sum())
+            codes[t] = new
+            window[:, j] = batch[i_best, :, j]
         # --- acoustic: Gauss-Newton steps on a local secant Jacobian (one level wide), snapped to
         # the 21 levels and kept only if the exact loss improves; then exact coordinate sweeps
         n_ac, h = codes.shape[1] - 1, 2 / (levels - 1)
