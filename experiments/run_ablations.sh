@@ -2,7 +2,7 @@
 # Run the issue-4 ablation sweeps (experiments/sweeps/*.yaml) on the CPU tiny proxy, then write one
 # report per ablation to experiments/results/<ablation>/.
 #
-#   experiments/run_ablations.sh                      # all, in priority order (≈ 30 min on 2 busy cores)
+#   experiments/run_ablations.sh                      # all, in priority order (≈ 17 min on 2 busy cores)
 #   experiments/run_ablations.sh baseline init        # only these (cd_start is added when needed)
 #   SWEEPS=0 experiments/run_ablations.sh             # only rebuild the reports from existing runs
 #   REPORTS=0 experiments/run_ablations.sh loss       # only run the sweeps
