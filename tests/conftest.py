@@ -33,6 +33,28 @@ def tiny_dir_encoder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def ckpt(tiny_dir):
+    """The tiny checkpoint of ``tiny_dir``."""
+    from voxinv.voxtral.checkpoint import Checkpoint
+
+    return Checkpoint(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def codec(ckpt):
+    """Its codec decoder in fp32 (frozen)."""
+    from voxinv.voxtral.codec import load_codec
+
+    return load_codec(ckpt, dtype=torch.float32)
+
+
+@pytest.fixture(scope="session")
+def table(ckpt) -> torch.Tensor:
+    """Its audio-code embedding table ``[9088, dim]``."""
+    return ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.")["embeddings.weight"]
+
+
+@pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real Voxtral data not present at {SHARED_DATA}")

@@ -11,20 +11,8 @@ import torch
 
 from voxinv.invert.init import coord_descent, segment_loss, warm_start_codes
 from voxinv.invert.target import synthetic
-from voxinv.voxtral.checkpoint import Checkpoint
-from voxinv.voxtral.codec import load_codec
 from voxinv.voxtral.codes import save_codes
 from voxinv.voxtral.voices import load_voice, voice_to_codes
-
-
-@pytest.fixture(scope="module")
-def ckpt(tiny_dir) -> Checkpoint:
-    return Checkpoint(tiny_dir)
-
-
-@pytest.fixture(scope="module")
-def codec(ckpt):
-    return load_codec(ckpt, dtype=torch.float32)
 
 
 def _codes(T: int, seed: int) -> torch.Tensor:  # raw [T, 37]

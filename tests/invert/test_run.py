@@ -17,8 +17,6 @@ from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig, OmegaConf
 
 import voxinv.run as R
-from voxinv.voxtral.checkpoint import Checkpoint
-from voxinv.voxtral.codec import load_codec
 from voxinv.voxtral.codes import load_codes, save_codes
 from voxinv.voxtral.voices import codes_to_voice, has_end_row
 
@@ -58,21 +56,6 @@ def voxinv_cache(tmp_path_factory, tiny_dir) -> Path:
 @pytest.fixture(autouse=True)
 def _env(voxinv_cache, monkeypatch):
     monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
-
-
-@pytest.fixture(scope="module")
-def ckpt(tiny_dir) -> Checkpoint:
-    return Checkpoint(tiny_dir)
-
-
-@pytest.fixture(scope="module")
-def codec(ckpt):
-    return load_codec(ckpt, dtype=torch.float32)
-
-
-@pytest.fixture(scope="module")
-def table(ckpt) -> torch.Tensor:
-    return ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.")["embeddings.weight"]
 
 
 def cfg_of(*overrides: str) -> DictConfig:

@@ -20,21 +20,9 @@ from hydra import compose, initialize_config_dir
 import voxinv.run as R
 from voxinv.audio import AudioError
 from voxinv.invert import target as T
-from voxinv.voxtral.checkpoint import Checkpoint
-from voxinv.voxtral.codec import load_codec
 
 SPF = 1920
 REPO = Path(R.__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def ckpt(tiny_dir) -> Checkpoint:
-    return Checkpoint(tiny_dir)
-
-
-@pytest.fixture(scope="module")
-def codec(ckpt):
-    return load_codec(ckpt, dtype=torch.float32)
 
 
 @pytest.fixture(scope="session")
