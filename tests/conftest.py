@@ -33,6 +33,20 @@ def tiny_dir_encoder(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def voxinv_cache(tmp_path_factory, tiny_dir) -> Path:
+    """VOXINV_CACHE for runs with model=tiny: the session's ``tiny_dir`` under the name that
+    ``voxinv.run.model_path`` looks for, so the tiny model is generated once per session."""
+    from voxinv.voxtral.tiny import tiny_fingerprint
+
+    cache = tmp_path_factory.getbasetemp() / "voxinv-cache"
+    link = cache / f"tiny-seed0-{tiny_fingerprint()}"
+    if not link.exists():
+        cache.mkdir(exist_ok=True)
+        link.symlink_to(tiny_dir, target_is_directory=True)
+    return cache
+
+
+@pytest.fixture(scope="session")
 def ckpt(tiny_dir):
     """The tiny checkpoint of ``tiny_dir``."""
     from voxinv.voxtral.checkpoint import Checkpoint

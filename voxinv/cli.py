@@ -89,20 +89,6 @@ def _strict_fp32(device: torch.device) -> None:
         torch.backends.cudnn.allow_tf32 = False
 
 
-def _audio_table(ckpt: Checkpoint) -> torch.Tensor:
-    """The audio-code embedding table ``[9088, dim]`` (the only backbone tensor voices need)."""
-    from voxinv.voxtral.checkpoint import CheckpointError
-
-    t = ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.").get("embeddings.weight")
-    expected = (ckpt.params.audio.audio_table_rows, ckpt.params.backbone.dim)
-    if t is None or tuple(t.shape) != expected:
-        got = None if t is None else tuple(t.shape)
-        raise CheckpointError(
-            f"audio-code table has shape {got}, expected {expected}: checkpoint and params.json disagree"
-        )
-    return t
-
-
 def _resolve_voice(ckpt: Checkpoint, voice: str) -> tuple[str, torch.Tensor]:
     """``voice`` is a ``.pt`` path or a preset name of the model → (label, tensor [N, dim])."""
     from voxinv.voxtral.checkpoint import VOICE_DIR
@@ -132,7 +118,7 @@ def _voice_codes(ckpt: Checkpoint, voice: str) -> tuple[str, torch.Tensor]:
     from voxinv.voxtral.voices import voice_to_codes
 
     label, v = _resolve_voice(ckpt, voice)
-    dec = voice_to_codes(v, _audio_table(ckpt), ckpt.params.audio)
+    dec = voice_to_codes(v, ckpt.audio_table(), ckpt.params.audio)
     T = dec.codes.shape[0]
     print(
         f"{label}: {v.shape[0]} rows -> {T} frames ({T / ckpt.params.codec.frame_rate:.2f} s); "
@@ -222,7 +208,7 @@ def cmd_register_voice(args: argparse.Namespace) -> int:
         raise VoiceError(
             f"{args.voice_file} has rows of width {v.shape[1]}, the model's backbone dim is {ckpt.params.backbone.dim}"
         )
-    if not has_end_row(v, _audio_table(ckpt), ckpt.params.audio):
+    if not has_end_row(v, ckpt.audio_table(), ckpt.params.audio):
         print(
             f"warning: the last row of {args.voice_file} is not the END frame; voices made by voxinv end with it",
             file=sys.stderr,

@@ -39,20 +39,6 @@ TRUTH_KEYS = {"code_sem_acc", "code_ac_acc", "code_frame_acc", "code_ac_mae", "c
 CD_FAST = ["init=coord_descent", "init.sweeps=1", "init.context=4", "init.shortlist=8", "init.acoustic_passes=1"]
 
 
-@pytest.fixture(scope="session")
-def voxinv_cache(tmp_path_factory, tiny_dir) -> Path:
-    """VOXINV_CACHE for the runs: the session's tiny model under the name model.name=tiny looks for,
-    so it is generated once per session (conftest's ``tiny_dir``, same seed and sizes)."""
-    from voxinv.voxtral.tiny import tiny_fingerprint
-
-    cache = tmp_path_factory.getbasetemp() / "voxinv-cache"
-    link = cache / f"tiny-seed0-{tiny_fingerprint()}"
-    if not link.exists():
-        cache.mkdir(exist_ok=True)
-        link.symlink_to(tiny_dir, target_is_directory=True)
-    return cache
-
-
 @pytest.fixture(autouse=True)
 def _env(voxinv_cache, monkeypatch):
     monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))

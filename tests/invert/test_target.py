@@ -25,19 +25,6 @@ SPF = 1920
 REPO = Path(R.__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="session")
-def voxinv_cache(tmp_path_factory, tiny_dir) -> Path:
-    """VOXINV_CACHE for the runs: the session's tiny model under the name model.name=tiny looks for."""
-    from voxinv.voxtral.tiny import tiny_fingerprint
-
-    cache = tmp_path_factory.getbasetemp() / "voxinv-cache"
-    link = cache / f"tiny-seed0-{tiny_fingerprint()}"
-    if not link.exists():
-        cache.mkdir(exist_ok=True)
-        link.symlink_to(tiny_dir, target_is_directory=True)
-    return cache
-
-
 @pytest.fixture
 def cfg_of(voxinv_cache, monkeypatch):
     monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))

@@ -112,7 +112,7 @@ def _load_table(model: str):
     from voxinv.voxtral.checkpoint import Checkpoint
 
     ckpt = Checkpoint(model)
-    table = ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.")["embeddings.weight"]
+    table = ckpt.audio_table()
     return table, ckpt.params.audio
 
 

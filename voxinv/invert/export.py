@@ -69,7 +69,7 @@ def export_run(
     rec = codec.decode_windowed(codes.T[None].to(next(codec.parameters()).device))[0, 0].float().cpu()
     write_wav(out / "reconstruction.wav", rec, sr)
     write_wav(out / "target.wav", target.wav, sr)
-    table = ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.")["embeddings.weight"]
+    table = ckpt.audio_table()
     voice = codes_to_voice(codes, table, ckpt.params.audio)
     tmp = out / "voice.pt.tmp"
     torch.save(voice, tmp)

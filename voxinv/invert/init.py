@@ -32,12 +32,9 @@ def warm_start_codes(source: str, n_frames: int, ckpt=None) -> torch.Tensor:
     elif p.suffix in (".npy", ".safetensors", ".pt") and p.exists():
         codes = load_codes(p)
     elif ckpt is not None and source in ckpt.params.voices:
-        from voxinv.voxtral.voices import load_voice, voice_to_codes
+        from voxinv.voxtral.voices import preset_codes
 
-        table = ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.")["embeddings.weight"]
-        codes = voice_to_codes(
-            load_voice(ckpt.path / "voice_embedding" / f"{source}.pt"), table, ckpt.params.audio
-        ).codes
+        codes = preset_codes(ckpt, source).codes
     else:
         raise FileNotFoundError(
             f"init.source={source!r} is neither a codes file, a run directory, nor a preset voice of the model"

@@ -88,14 +88,12 @@ def synthetic(codec: VoxtralCodec, n_frames: int, seed: int) -> Target:
 
 def preset(codec: VoxtralCodec, ckpt, voice: str, max_frames: int | None = None) -> Target:
     """A preset voice of the model: voice rows → codes (coordinate descent) → decode."""
-    from voxinv.voxtral.checkpoint import VOICE_DIR
-    from voxinv.voxtral.voices import load_voice, voice_to_codes
+    from voxinv.voxtral.voices import VoiceError, preset_codes
 
-    path = ckpt.path / VOICE_DIR / f"{voice}.pt"
-    if not path.is_file():
-        raise AudioError(f"preset voice {voice!r} not found in {ckpt.path / VOICE_DIR}; presets: {ckpt.params.voices}")
-    table = ckpt.load("mm_audio_embeddings.audio_codebook_embeddings.")["embeddings.weight"]
-    dec = voice_to_codes(load_voice(path), table, ckpt.params.audio)
+    try:
+        dec = preset_codes(ckpt, voice)
+    except VoiceError as e:  # a missing preset is bad target input: same error class as a bad file
+        raise AudioError(str(e)) from e
     codes = dec.codes if max_frames is None else dec.codes[:max_frames]
     return from_codes(
         codes, codec, f"preset-{voice}", kind="preset", voice=voice, decomposition_rel_error=dec.max_rel_error

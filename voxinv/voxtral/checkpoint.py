@@ -118,6 +118,17 @@ class Checkpoint:
             )
         return out
 
+    def audio_table(self) -> torch.Tensor:
+        """The audio-code embedding table ``[9088, dim]`` (the only backbone tensor voices need)."""
+        t = self.load("mm_audio_embeddings.audio_codebook_embeddings.").get("embeddings.weight")
+        expected = (self.params.audio.audio_table_rows, self.params.backbone.dim)
+        if t is None or tuple(t.shape) != expected:
+            got = None if t is None else tuple(t.shape)
+            raise CheckpointError(
+                f"audio-code table has shape {got}, expected {expected}: checkpoint and params.json disagree"
+            )
+        return t
+
 
 def check_state(
     expected: dict[str, torch.Size],

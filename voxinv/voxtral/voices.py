@@ -118,6 +118,16 @@ def voice_to_codes(
     return Decomposition(codes=codes.cpu(), rel_error=rel.cpu(), sweeps=sweeps)
 
 
+def preset_codes(ckpt, name: str) -> Decomposition:
+    """The codes behind preset voice ``name`` of a :class:`~voxinv.voxtral.checkpoint.Checkpoint`."""
+    from voxinv.voxtral.checkpoint import VOICE_DIR
+
+    path = ckpt.path / VOICE_DIR / f"{name}.pt"
+    if not path.is_file():
+        raise VoiceError(f"preset voice {name!r} not found in {ckpt.path / VOICE_DIR}; presets: {ckpt.params.voices}")
+    return voice_to_codes(load_voice(path), ckpt.audio_table(), ckpt.params.audio)
+
+
 # ------------------------------------------------------------------------------------ registration
 
 
