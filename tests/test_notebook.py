@@ -13,7 +13,7 @@ NOTEBOOK = REPO / "notebooks" / "analysis.ipynb"
 
 @pytest.fixture
 def tiny_sweep(tmp_path: Path, tiny_dir: Path) -> Path:
-    from voxinv.eval.report import run_tiny_sweep
+    from voxinv.tiny_sweep import run_tiny_sweep
 
     return run_tiny_sweep(
         tmp_path / "multirun" / "tiny",

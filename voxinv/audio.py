@@ -8,6 +8,8 @@ import numpy as np
 import soundfile as sf
 import torch
 
+from voxinv.rundir import atomic_write
+
 
 class AudioError(ValueError):
     """Unreadable, silent or too short audio."""
@@ -43,13 +45,8 @@ def resample(wav: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
 
 def write_wav(path: str | Path, wav: torch.Tensor, sr: int = 24000) -> Path:
     """Write mono float32 WAV (no clipping, no dithering: the samples as computed)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     x = wav.detach().float().cpu().reshape(-1).numpy()
-    tmp = path.with_name(path.name + ".tmp")
-    sf.write(str(tmp), x, sr, subtype="FLOAT", format="WAV")
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: sf.write(str(tmp), x, sr, subtype="FLOAT", format="WAV"))
 
 
 def trim_silence(wav: torch.Tensor, sr: int, threshold_db: float = -40.0, frame_ms: float = 20.0) -> torch.Tensor:

@@ -20,6 +20,8 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from voxinv import rundir
+
 log = logging.getLogger("voxinv")
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package (wheel and editable alike)
 DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
@@ -73,9 +75,9 @@ def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
     r = cfg.resume
     if r in (False, None, "false"):
         return None
-    p = out / "checkpoints" / "last.ckpt" if r in (True, "true") else Path(str(r))
+    p = out / rundir.LAST_CKPT if r in (True, "true") else Path(str(r))
     if p.is_dir():
-        p = p / "checkpoints" / "last.ckpt"
+        p = p / rundir.LAST_CKPT
     if not p.is_file():
         if r in (True, "true"):
             log.info("resume=true but %s does not exist yet: starting fresh", p)
@@ -145,7 +147,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
 
             raise AudioError(f"audio file {cfg.target.path} does not exist")
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    rundir.atomic_write(out / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = pick_device(cfg.device)
 
@@ -283,7 +285,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
         from voxinv.voxtral.voices import register_voice
 
         r = cfg.export.register
-        register_voice(ckpt.path, r.name, torch.load(out / "voice.pt", weights_only=True), r.overlay)
+        register_voice(ckpt.path, r.name, torch.load(out / rundir.VOICE, weights_only=True), r.overlay)
         log.info("registered voice %r in %s", r.name, r.overlay)
     if cfg.logger.kind == "wandb":
         import wandb
@@ -302,7 +304,7 @@ def _summary(out: Path, m: dict, ckpt) -> None:
     if m.get("stopped"):
         print(f"[voxinv] stopped early: {m['stopped']}", file=sys.stderr)
     print(
-        f"[voxinv] deploy: voxinv register-voice --model {ckpt.path} --voice-file {out / 'voice.pt'} "
+        f"[voxinv] deploy: voxinv register-voice --model {ckpt.path} --voice-file {out / rundir.VOICE} "
         f"--name my_voice --out OVERLAY_DIR",
         file=sys.stderr,
     )

@@ -13,12 +13,12 @@ similarity with a grader that is not the loss model (flagged when it is), WER of
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sys
 from pathlib import Path
 
 import numpy as np
+
+from voxinv import rundir
 
 # Harvard sentences (IEEE 1969, public domain): held out from any target we ship
 SENTENCES = [
@@ -81,22 +81,20 @@ def evaluate_e2e(
     run: Path, model: str, *, presets: list[str], n: int, seed: int, device: str = "cpu", max_seconds: float = 10.0
 ) -> dict:
     from voxinv.audio import read_audio
-    from voxinv.eval.__main__ import loss_models_of_run
+    from voxinv.eval.evaluate import loss_models_of_run
     from voxinv.eval.metrics import Unavailable, dnsmos, speaker_metrics
     from voxinv.voxtral.tts import VoxtralTTS
 
     run = Path(run)
-    for f in ("voice.pt", "target.wav", "reconstruction.wav"):
+    for f in (rundir.VOICE, *rundir.AUDIO_FILES):
         if not (run / f).is_file():
             raise FileNotFoundError(f"{run} has no {f}: pass a finished voxinv run directory")
-    metrics_path = run / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    loss_models = loss_models_of_run(run, metrics)
+    loss_models = loss_models_of_run(run, rundir.read_metrics(run))
     tts = VoxtralTTS.from_pretrained(model, device=device)
     sr = tts.sampling_rate
-    target = read_audio(run / "target.wav", sr).numpy()
-    rec = read_audio(run / "reconstruction.wav", sr).numpy()
-    out_dir = run / "e2e"
+    target = read_audio(run / rundir.TARGET, sr).numpy()
+    rec = read_audio(run / rundir.RECONSTRUCTION, sr).numpy()
+    out_dir = run / rundir.E2E_DIR
     out_dir.mkdir(exist_ok=True)
     sentences = SENTENCES[:n]
     res = {"model": str(model), "sentences": sentences, "seed": seed, "voices": {}}
@@ -107,15 +105,11 @@ def evaluate_e2e(
         ref["dnsmos_skipped"] = str(e)
     res["reconstruction"] = ref
     res["voices"]["clone"] = score_voice(
-        tts, run / "voice.pt", target, sentences, seed, loss_models, out_dir, "clone", max_seconds
+        tts, run / rundir.VOICE, target, sentences, seed, loss_models, out_dir, "clone", max_seconds
     )
     for p in presets:
         res["voices"][p] = score_voice(tts, p, target, sentences, seed, loss_models, out_dir, p, max_seconds)
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
-    metrics["e2e"] = res
-    tmp = metrics_path.with_name("metrics.json.tmp")
-    tmp.write_text(json.dumps(metrics, indent=2, default=float) + "\n")
-    os.replace(tmp, metrics_path)
+    rundir.merge_metrics(run, "e2e", res)
     return res
 
 

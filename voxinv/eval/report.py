@@ -24,7 +24,6 @@ absent otherwise). ``Δac%/s`` = (acoustic accuracy − chance 100/21 %) / compu
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import sys
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from voxinv import rundir
 
 AC_LEVELS = 21  # acoustic FSQ levels: chance accuracy 100/21 %
 SEM_ENTRIES = 8192  # semantic codebook entries: chance accuracy 100/8192 %
@@ -162,18 +163,18 @@ def _load_yaml(p: Path) -> Any:
 def load_run(path: str | Path) -> Run:
     """A run directory → :class:`Run` (raises :class:`ReportError` on an unreadable metrics.json)."""
     path = Path(path)
+    if not (path / rundir.METRICS).is_file():
+        raise ReportError(f"{path}: no {rundir.METRICS} (not a finished run)")
     try:
-        metrics = json.loads((path / "metrics.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ReportError(f"{path / 'metrics.json'}: cannot read ({e}); delete or re-run that run") from e
-    if not isinstance(metrics, dict):
-        raise ReportError(f"{path / 'metrics.json'} does not hold a JSON object")
+        metrics = rundir.read_metrics(path)
+    except rundir.RunDirError as e:
+        raise ReportError(f"{e} (or re-run that run)") from e
     run = Run(path=path, metrics=metrics)
-    ov = path / ".hydra" / "overrides.yaml"
+    ov = path / rundir.OVERRIDES
     if ov.is_file():
         run.overrides = [str(o) for o in (_load_yaml(ov) or [])]
         run.has_overrides = True
-    for name in ("config.yaml", ".hydra/config.yaml"):
+    for name in (rundir.CONFIG, rundir.HYDRA_CONFIG):
         if (path / name).is_file():
             try:
                 run.config = _load_yaml(path / name) or {}
@@ -190,10 +191,10 @@ def _source_seconds(config: dict, path: Path, depth: int = 0) -> float:
         return 0.0
     src = Path(str(_get(config, "init.source")))
     for cand in [src] if src.is_absolute() else [Path.cwd() / src, path / src]:
-        if (cand / "metrics.json").is_file():
+        if (cand / rundir.METRICS).is_file():
             try:
-                m = json.loads((cand / "metrics.json").read_text())
-                cfg = _load_yaml(cand / "config.yaml") if (cand / "config.yaml").is_file() else {}
+                m = rundir.read_metrics(cand)
+                cfg = _load_yaml(cand / rundir.CONFIG) if (cand / rundir.CONFIG).is_file() else {}
             except Exception:
                 return 0.0
             return float(m.get("wall_time_s", 0.0)) + _source_seconds(cfg or {}, cand, depth + 1)
@@ -207,9 +208,9 @@ def find_runs(roots: Iterable[str | Path], quiet: bool = False) -> list[Run]:
         root = Path(root)
         if not root.exists():
             raise ReportError(f"{root}: no such directory (pass a Hydra multirun dir or a run dir)")
-        files = [root / "metrics.json"] if (root / "metrics.json").is_file() else sorted(root.rglob("metrics.json"))
+        files = [root / rundir.METRICS] if (root / rundir.METRICS).is_file() else sorted(root.rglob(rundir.METRICS))
         for f in files:
-            if any(p in ("checkpoints", "wandb") for p in f.parent.relative_to(root).parts):
+            if any(p in (rundir.CHECKPOINTS, "wandb") for p in f.parent.relative_to(root).parts):
                 continue
             try:
                 runs.append(load_run(f.parent))
@@ -538,10 +539,7 @@ def _rel(p: Path) -> str:
 
 
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # the backend is the caller's (MPLBACKEND, a notebook's inline, …)
 
     return plt
 
@@ -639,7 +637,7 @@ def plot_spectrograms(
     from voxinv.audio import read_audio
 
     def best_run(runs: Sequence[Run]) -> Run | None:
-        have = [r for r in runs if (r.path / "reconstruction.wav").is_file() and (r.path / "target.wav").is_file()]
+        have = [r for r in runs if all((r.path / f).is_file() for f in rundir.AUDIO_FILES)]
         if not have:
             return None
         hb = METRIC[sort_by].higher_better if sort_by in METRIC else True
@@ -650,7 +648,7 @@ def plot_spectrograms(
     if top is None:
         return None
     tname = top.target
-    target = _spec_db(read_audio(top.path / "target.wav", sr))
+    target = _spec_db(read_audio(top.path / rundir.TARGET, sr))
     rows: list[tuple[str, np.ndarray, np.ndarray | None]] = [(f"target {tname}", target, None)]
     for s in ordered:
         r = best_run([r for r in s.runs if r.target == tname]) or best_run(s.runs)
@@ -660,8 +658,8 @@ def plot_spectrograms(
         extra = f" — SI-SDR {v['si_sdr']:.1f} dB" if "si_sdr" in v else ""
         extra += f", ac {v['code_ac_acc']:.0f} %" if "code_ac_acc" in v else ""
         other = "" if r.target == tname else f" [target {r.target}]"
-        rec = _spec_db(read_audio(r.path / "reconstruction.wav", sr))
-        ref = target if r.target == tname else _spec_db(read_audio(r.path / "target.wav", sr))
+        rec = _spec_db(read_audio(r.path / rundir.RECONSTRUCTION, sr))
+        ref = target if r.target == tname else _spec_db(read_audio(r.path / rundir.TARGET, sr))
         n = min(rec.shape[1], ref.shape[1])
         rows.append((f"{s.label} (seed {r.seed}){extra}{other}", rec, rec[:, :n] - ref[:, :n]))
     vmax = max(float(s.max()) for _, s, _ in rows)
@@ -771,7 +769,7 @@ def build_report(
     configuration against it.
     """
     if not runs:
-        raise ReportError("no runs to report (no metrics.json found)")
+        raise ReportError(f"no runs to report (no {rundir.METRICS} found)")
     if sort_by not in METRIC:
         raise ReportError(f"--sort {sort_by!r}: choose from {', '.join(METRIC)}")
     out = Path(out)
@@ -843,7 +841,7 @@ def build_report(
         if name in figs:
             md += [f"![{cap}]({figs[name]})", ""]
     md += ["<details><summary>Per-run values</summary>", "", per_run_table(stats, reference), "", "</details>", ""]
-    (out / "report.md").write_text("\n".join(md))
+    rundir.atomic_write(out / "report.md", "\n".join(md))
 
     summary = {
         "title": title,
@@ -872,7 +870,7 @@ def build_report(
         "figures": figs,
         "table": table,
     }
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+    rundir.write_json(out / "summary.json", summary, indent=1)
     return summary
 
 
@@ -902,37 +900,6 @@ def write_report(
         plots=plots,
         baseline=baseline,
     )
-
-
-# ------------------------------------------------------------------------------- tiny sweeps
-
-
-def run_tiny_sweep(
-    out: str | Path, configs: Sequence[Sequence[str]], seeds: Sequence[int] = (0,), common: Sequence[str] = ()
-) -> Path:
-    """Run ``configs`` × ``seeds`` through :func:`voxinv.run.run` into ``out/<i>`` shaped like a Hydra
-    multirun (``.hydra/overrides.yaml`` per run); for demos and tests — keep them tiny."""
-    import yaml
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from voxinv.run import CONF_DIR, run
-
-    out = Path(out)
-    i = 0
-    for cfg_ov in configs:
-        for seed in seeds:
-            ov = [*cfg_ov, f"seed={seed}", *common]
-            GlobalHydra.instance().clear()
-            with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-                cfg = compose(config_name="config", overrides=ov)
-            d = out / str(i)
-            (d / ".hydra").mkdir(parents=True, exist_ok=True)
-            (d / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(ov))
-            run(cfg, d)
-            i += 1
-    GlobalHydra.instance().clear()
-    return out
 
 
 # ---------------------------------------------------------------------------------------- CLI

@@ -8,9 +8,6 @@ import torch
 
 def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: str = ""):
     """Two log-magnitude spectrograms (target above reconstruction) sharing one colour scale."""
-    import matplotlib
-
-    matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     win = torch.hann_window(1024)

@@ -2,21 +2,14 @@
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import torch
 
+from voxinv import rundir
 from voxinv.audio import write_wav
 from voxinv.voxtral.codes import save_codes
-from voxinv.voxtral.voices import codes_to_voice
-
-
-def _atomic_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, default=float) + "\n")
-    os.replace(tmp, path)
+from voxinv.voxtral.voices import codes_to_voice, save_voice
 
 
 def code_stats(codes: torch.Tensor, levels: int = 21) -> dict:
@@ -58,22 +51,18 @@ def export_run(
     ckpt,
     extra: dict,
 ) -> dict:
-    """Write codes.safetensors, reconstruction.wav, target.wav, voice.pt, metrics.json (+true_codes)."""
+    """Write the run directory (:mod:`voxinv.rundir`): codes, reconstruction, target, voice, metrics (+ true codes)."""
     from voxinv.eval.metrics import code_recovery, signal_metrics
 
     out.mkdir(parents=True, exist_ok=True)
     sr = codec.sampling_rate
-    save_codes(
-        out / "codes.safetensors", codes, frame_rate=codec.args.frame_rate, model=str(ckpt.path), target=target.name
-    )
+    save_codes(out / rundir.CODES, codes, frame_rate=codec.args.frame_rate, model=str(ckpt.path), target=target.name)
     rec = codec.decode_windowed(codes.T[None].to(next(codec.parameters()).device))[0, 0].float().cpu()
-    write_wav(out / "reconstruction.wav", rec, sr)
-    write_wav(out / "target.wav", target.wav, sr)
+    write_wav(out / rundir.RECONSTRUCTION, rec, sr)
+    write_wav(out / rundir.TARGET, target.wav, sr)
     table = ckpt.audio_table()
     voice = codes_to_voice(codes, table, ckpt.params.audio)
-    tmp = out / "voice.pt.tmp"
-    torch.save(voice, tmp)
-    os.replace(tmp, out / "voice.pt")
+    save_voice(voice, out / rundir.VOICE)
     x, y = target.wav.numpy(), rec.numpy()
     metrics = {
         "signal": signal_metrics(x, y, sr),
@@ -83,7 +72,7 @@ def export_run(
         **extra,
     }
     if target.codes is not None:
-        save_codes(out / "true_codes.safetensors", target.codes, frame_rate=codec.args.frame_rate)
+        save_codes(out / rundir.TRUE_CODES, target.codes, frame_rate=codec.args.frame_rate)
         metrics["truth"] = code_recovery(codes, target.codes, table=table, audio_args=ckpt.params.audio)
-    _atomic_json(out / "metrics.json", metrics)
+    rundir.write_metrics(out, metrics)
     return metrics

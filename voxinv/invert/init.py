@@ -21,13 +21,14 @@ log = logging.getLogger(__name__)
 
 def warm_start_codes(source: str, n_frames: int, ckpt=None) -> torch.Tensor:
     """Raw codes ``[T, 37]`` from a codes file, a previous run directory, or a preset voice name."""
+    from voxinv.rundir import CODES
     from voxinv.voxtral.codes import load_codes
 
     p = Path(source)
     if p.is_dir():
-        p = p / "codes.safetensors"
+        p = p / CODES
         if not p.is_file():
-            raise FileNotFoundError(f"init.source={source}: run directory has no codes.safetensors")
+            raise FileNotFoundError(f"init.source={source}: run directory has no {CODES}")
         codes = load_codes(p)
     elif p.suffix in (".npy", ".safetensors", ".pt") and p.exists():
         codes = load_codes(p)

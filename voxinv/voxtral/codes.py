@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from voxinv.rundir import atomic_write
 from voxinv.voxtral.params import AudioModelArgs
 
 N_SPECIAL = 2
@@ -98,14 +99,9 @@ def save_codes(path: str | Path, raw: torch.Tensor, *, frame_rate: float = 12.5,
     """Save raw ``[T, 37]`` codes as safetensors (``codes``) with layout metadata."""
     from safetensors.torch import save_file
 
-    path = Path(path)
     raw = validate_raw(raw.detach().cpu())
     md = {"format": "raw", "layout": "[T,37]", "frame_rate": str(frame_rate), **{k: str(v) for k, v in meta.items()}}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file({"codes": raw.to(torch.int64).contiguous()}, str(tmp), metadata=md)
-    tmp.replace(path)
-    return path
+    return atomic_write(path, lambda tmp: save_file({"codes": raw.to(torch.int64).contiguous()}, str(tmp), metadata=md))
 
 
 def load_codes(path: str | Path, fmt: str | None = None) -> torch.Tensor:

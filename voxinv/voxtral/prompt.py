@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from voxinv import rundir
 from voxinv.voxtral.voices import VoiceError
 
 # special-token ranks of the release's tekken.json that the TTS path uses (spec §9)
@@ -113,14 +114,12 @@ def write_tiny_tekken(path: str | Path, *, vocab_size: int, voice_num_audio_toke
             "voice_num_audio_tokens": dict(voice_num_audio_tokens),
         },
     }
-    path = Path(path)
-    path.write_text(json.dumps(data, ensure_ascii=False))
-    return path
+    return rundir.atomic_write(path, json.dumps(data, ensure_ascii=False))
 
 
 # ------------------------------------------------------------------------------------ speech prompts
 
-VOICE_FILE = "voice.pt"  # what a voxinv run directory holds
+VOICE_FILE = rundir.VOICE  # what a voxinv run directory holds
 
 
 class PromptError(VoiceError):

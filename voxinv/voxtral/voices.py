@@ -8,13 +8,13 @@ placeholders of the prompt.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
+from voxinv.rundir import atomic_write
 from voxinv.voxtral.codes import N_SPECIAL, end_frame, to_model
 from voxinv.voxtral.params import AudioModelArgs
 
@@ -37,6 +37,12 @@ def load_voice(path: str | Path) -> torch.Tensor:
     if not isinstance(v, torch.Tensor) or v.dim() != 2 or not v.is_floating_point():
         raise VoiceError(f"{path} is not a voice prompt: expected a float tensor [N, dim]")
     return v
+
+
+def save_voice(voice: torch.Tensor, path: str | Path) -> Path:
+    """Write a voice prompt ``[N, dim]`` as the release stores them: bf16, CPU, contiguous (atomically)."""
+    v = voice.detach().to(torch.bfloat16).cpu().contiguous()
+    return atomic_write(path, lambda tmp: torch.save(v, tmp))
 
 
 def frame_embeddings(model_codes: torch.Tensor, table: torch.Tensor, audio: AudioModelArgs) -> torch.Tensor:
@@ -131,18 +137,6 @@ def preset_codes(ckpt, name: str) -> Decomposition:
 # ------------------------------------------------------------------------------------ registration
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _atomic_save(obj, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _link_or_copy(src: Path, dst: Path) -> None:
     if dst.exists() or dst.is_symlink():
         return
@@ -195,7 +189,7 @@ def register_voice(model_dir: str | Path, name: str, voice: torch.Tensor, overla
     vfile = dst / "voice_embedding" / f"{name}.pt"
     if vfile.is_symlink():
         vfile.unlink()  # never write through a link into the original directory
-    _atomic_save(voice.detach().to(torch.bfloat16).cpu().contiguous(), vfile)
-    _atomic_write_text(dst / "tekken.json", json.dumps(tekken, ensure_ascii=False))
-    _atomic_write_text(dst / "params.json", json.dumps(params, indent=4) + "\n")
+    save_voice(voice, vfile)
+    atomic_write(dst / "tekken.json", json.dumps(tekken, ensure_ascii=False))
+    atomic_write(dst / "params.json", json.dumps(params, indent=4) + "\n")
     return dst
