@@ -133,7 +133,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
     from voxinv.invert.export import discrete_losses, export_run
     from voxinv.invert.init import coord_descent, warm_start_codes
     from voxinv.invert.losses import LossSuite, build_terms
-    from voxinv.invert.module import InversionModule, NonFiniteLoss, Steps
+    from voxinv.invert.module import InversionModule, NonFiniteLoss, Steps, loop_settings, trainer_settings
     from voxinv.invert.params import CodeParams
     from voxinv.voxtral.checkpoint import Checkpoint
     from voxinv.voxtral.codec import load_codec
@@ -224,7 +224,8 @@ def run(cfg: DictConfig, out: Path) -> dict:
     if resume is None and (out / "checkpoints").is_dir():  # a fresh run into a used dir: old checkpoints go
         log.info("fresh run (resume=false): removing old checkpoints in %s", out / "checkpoints")
         shutil.rmtree(out / "checkpoints")
-    module = InversionModule(cfg, codec, target, losses, params, eval_codec=eval_codec)
+    loop = loop_settings(cfg.loop, cfg.trainer, device)
+    module = InversionModule(cfg, codec, target, losses, params, eval_codec=eval_codec, loop=loop)
     logger = make_logger(cfg, out)
     ckpt_cb = ModelCheckpoint(
         dirpath=str(out / "checkpoints"),
@@ -240,7 +241,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
         callbacks=[ckpt_cb, MediaLogger(cfg)] + ([StepsBar()] if cfg.trainer.get("enable_progress_bar", True) else []),
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
-        **cfg.trainer,
+        **trainer_settings(cfg.trainer, device),
     )
     loader = torch.utils.data.DataLoader(Steps(int(cfg.steps)), batch_size=None, shuffle=False)
     stopped = None

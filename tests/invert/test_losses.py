@@ -171,3 +171,27 @@ def test_balancer_ema_and_state():
 
 def test_wave_terms_cover_build_terms():
     assert set(WAVE_TERMS) == {"l1", "stft", "mel", "mfcc", "spk"}
+
+
+@pytest.mark.parametrize("w_lin_mag", [0.0, 0.5])
+def test_batched_stft_equals_auraloss_per_item(w_lin_mag):
+    """One batched STFT per resolution gives, per restart, what auraloss gives for that restart alone."""
+    cfg = _loss_cfg("recipe")
+    cfg["weights"], cfg["stft"]["w_lin_mag"] = {"stft": 1.0}, w_lin_mag
+    x, y = _signals()
+    y = y.clone().requires_grad_(True)
+    stft = build_terms(cfg, SR, x, None)["stft"]
+    got = stft(y, x)  # [B]
+    want = torch.stack([stft.loss(y[b : b + 1, None], x[None, None]) for b in range(B)])
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    g_got, g_want = (torch.autograd.grad(v.sum(), y, retain_graph=True)[0] for v in (got, want))
+    torch.testing.assert_close(g_got, g_want, rtol=1e-4, atol=1e-7)
+    assert float(got[0]) == pytest.approx(0.0, abs=1e-5)
+
+
+def test_batched_mel_and_mfcc_equal_item_by_item(suite):
+    x, y = _signals()
+    for name in ("mel", "mfcc"):
+        term = suite.terms[name]
+        want = torch.cat([term(y[b : b + 1], x) for b in range(B)])
+        torch.testing.assert_close(term(y, x), want, rtol=1e-5, atol=1e-6)

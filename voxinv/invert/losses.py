@@ -21,6 +21,14 @@ KNOWN_TERMS = WAVE_TERMS + ("prior", "commit")
 
 
 class MultiResSTFT(nn.Module):
+    """auraloss ``MultiResolutionSTFTLoss`` (spectral convergence + log magnitude), one value per item.
+
+    auraloss reduces over the whole batch, so calling it once per restart was the only way to get
+    ``[B]``; here each resolution is one batched STFT of ``[y; x]`` (the restarts and the target
+    together) with auraloss's own window, magnitude and weights, reduced per item. Same values as
+    the per-item auraloss calls (tests/invert/test_losses.py checks it).
+    """
+
     def __init__(
         self,
         fft_sizes: Sequence[int],
@@ -41,9 +49,27 @@ class MultiResSTFT(nn.Module):
             w_log_mag=w_log_mag,
             w_lin_mag=w_lin_mag,
         )
+        # auraloss keeps its windows as plain attributes (moved on every call); buffers follow .to()
+        for i, f in enumerate(self.loss.stft_losses):
+            self.register_buffer(f"window{i}", f.window.clone(), persistent=False)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
-        return torch.stack([self.loss(y[b : b + 1, None], x[None, None]) for b in range(y.shape[0])])
+        B = y.shape[0]
+        both = torch.cat([y, x[None].to(y.dtype)])  # [B + 1, N]: one STFT per resolution for all
+        out = y.new_zeros(B)
+        for i, f in enumerate(self.loss.stft_losses):
+            s = torch.stft(both, f.fft_size, f.hop_size, f.win_length, getattr(self, f"window{i}"), return_complex=True)
+            mag = torch.sqrt(torch.clamp(s.real**2 + s.imag**2, min=f.eps))  # [B + 1, F, frames] as auraloss
+            ym, xm = mag[:B], mag[B:]
+            term = y.new_zeros(B)
+            if f.w_sc:  # ‖X − Y‖_F / ‖X‖_F per item
+                term = term + f.w_sc * (xm - ym).flatten(1).norm(dim=1) / xm.norm()
+            if f.w_log_mag:
+                term = term + f.w_log_mag * (xm.log() - ym.log()).abs().mean((-1, -2))
+            if f.w_lin_mag:
+                term = term + f.w_lin_mag * (xm - ym).abs().mean((-1, -2))
+            out = out + term
+        return out / len(self.loss.stft_losses)
 
 
 class MultiScaleMel(nn.Module):
@@ -57,10 +83,12 @@ class MultiScaleMel(nn.Module):
         )
         self.eps = eps
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        out = 0.0
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
+        B, out = y.shape[0], 0.0
+        both = torch.cat([y, x[None].to(y.dtype)])  # [B + 1, N]: one transform per scale for all
         for mel in self.mels:
-            out = out + (torch.log(mel(y) + self.eps) - torch.log(mel(x) + self.eps)[None]).abs().mean((-1, -2))
+            m = torch.log(mel(both) + self.eps)  # [B + 1, n_mels, frames]
+            out = out + (m[:B] - m[B:]).abs().mean((-1, -2))
         return out / len(self.mels)
 
 
@@ -71,8 +99,9 @@ class MFCCLoss(nn.Module):
             sr, n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop, "n_mels": n_mels}
         )
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return (self.mfcc(y) - self.mfcc(x)[None]).abs().mean((-1, -2))
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
+        m = self.mfcc(torch.cat([y, x[None].to(y.dtype)]))  # [B + 1, n_mfcc, frames]: one call for all
+        return (m[:-1] - m[-1:]).abs().mean((-1, -2))
 
 
 class SpeakerTerm(nn.Module):
@@ -100,14 +129,22 @@ class LossSuite(nn.Module):
         self.terms = nn.ModuleDict(terms)
         self.prior = prior
 
+    def wave_terms(self, y: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The waveform terms alone ``{name: [B]}`` (the part ``trainer``'s compiled hot path covers)."""
+        return {name: term(y, x) for name, term in self.terms.items()}
+
     def forward(
-        self, y: torch.Tensor, x: torch.Tensor, sample, weights: Mapping[str, float] | None = None
+        self,
+        y: torch.Tensor,
+        x: torch.Tensor,
+        sample,
+        weights: Mapping[str, float] | None = None,
+        wave: Mapping[str, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
-        """``y`` decoded ``[B, N]``, ``x`` target ``[N]``, ``sample`` the CodeSample; weights override (ramps)."""
+        """``y`` decoded ``[B, N]``, ``x`` target ``[N]``, ``sample`` the CodeSample; weights override (ramps);
+        ``wave``: the waveform terms when already computed (``wave_terms``)."""
         w = self.weights if weights is None else weights
-        out: dict[str, torch.Tensor] = {}
-        for name, term in self.terms.items():
-            out[name] = term(y, x)
+        out: dict[str, torch.Tensor] = dict(self.wave_terms(y, x) if wave is None else wave)
         if "prior" in w:
             parts = {
                 k: v.expand(y.shape[0]) if v.dim() == 0 else v

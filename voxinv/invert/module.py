@@ -7,6 +7,7 @@ parameters/state so checkpoints hold only the code parameters, the optimizer and
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 
 import pytorch_lightning as pl
 import torch
@@ -22,6 +23,40 @@ class NonFiniteLoss(RuntimeError):
     pass
 
 
+def trainer_settings(trainer_cfg: Mapping, device: torch.device) -> dict:
+    """The ``trainer`` group as ``pl.Trainer`` kwargs for ``device``.
+
+    ``deterministic: true`` means as deterministic as the device allows: on CPU every op is (reruns
+    are bit-identical); on CUDA some kernels this decoder needs have no deterministic version
+    (``reflection_pad1d_backward``), so it becomes ``"warn"`` — Lightning then calls
+    ``torch.use_deterministic_algorithms(True, warn_only=True)`` and sets ``CUBLAS_WORKSPACE_CONFIG``:
+    deterministic kernels wherever torch has one, a warning (not a crash) where it has none.
+    """
+    kw = dict(trainer_cfg)
+    if kw.get("deterministic") is True and device.type == "cuda":
+        kw["deterministic"] = "warn"
+    return kw
+
+
+def loop_settings(loop_cfg: Mapping, trainer_cfg: Mapping, device: torch.device) -> dict:
+    """The ``loop`` group resolved for ``device``: ``compile`` (bool), ``compile_mode``, ``sync_every`` (int).
+
+    ``auto`` compiles on CUDA only (CPU compile costs minutes of C++ build for no measured gain) and
+    syncs with the host every step on CPU (free there: exact NaN stop step) but only every
+    ``log_every_n_steps`` on CUDA (each sync stalls the launch queue)."""
+    cuda = device.type == "cuda"
+    comp, every = loop_cfg["compile"], loop_cfg["sync_every"]
+    if comp not in ("auto", True, False):
+        raise ValueError(f"loop.compile={comp!r}: expected auto, true or false")
+    if every != "auto" and (not isinstance(every, int) or every < 1):
+        raise ValueError(f"loop.sync_every={every!r}: expected auto or an integer >= 1")
+    return {
+        "compile": cuda if comp == "auto" else bool(comp),
+        "compile_mode": str(loop_cfg["compile_mode"]),
+        "sync_every": (int(trainer_cfg.get("log_every_n_steps", 10)) if cuda else 1) if every == "auto" else every,
+    }
+
+
 class _Frozen:
     """Plain holder: Lightning neither registers nor checkpoints what is inside."""
 
@@ -30,11 +65,25 @@ class _Frozen:
 
 
 class InversionModule(pl.LightningModule):
-    def __init__(self, cfg: DictConfig, codec, target: Target, losses: LossSuite, params: CodeParams, eval_codec=None):
+    def __init__(
+        self,
+        cfg: DictConfig,
+        codec,
+        target: Target,
+        losses: LossSuite,
+        params: CodeParams,
+        eval_codec=None,
+        loop: Mapping | None = None,
+    ):
         super().__init__()
         self.automatic_optimization = False  # the step below is the whole loop, written out
         self.cfg = cfg
+        self.loop = dict(loop or loop_settings(cfg.loop, cfg.trainer, torch.device("cpu")))
         self.frozen = _Frozen(codec=codec, eval_codec=eval_codec or codec, losses=losses)
+        wave = self._decode_and_wave_terms
+        if self.loop["compile"]:  # shapes are static during a run: one graph for decode + waveform losses
+            wave = torch.compile(wave, mode=self.loop["compile_mode"], dynamic=False)
+        self.frozen.wave = wave
         self.params = params
         self.register_buffer("target", target.wav.float(), persistent=False)  # [N]
         self.true_codes = target.codes
@@ -42,9 +91,13 @@ class InversionModule(pl.LightningModule):
         self.noise.manual_seed(int(cfg.seed) + 1)
         self.balancer = Balancer(**cfg.loss.balancer.kwargs) if cfg.loss.balancer.enabled else None
         self.history: list[dict] = []  # eval records (step, metrics), kept in checkpoints
-        self.last_good_codes: torch.Tensor | None = None
+        self._finite: dict | None = None  # device-side NaN watch (see _watch)
         self.best: dict | None = None  # {"objective", "step", "codes" [T, 37]}: what gets exported
         self._t0 = time.time()
+
+    def _decode_and_wave_terms(self, latent: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        wav = self.frozen.codec.decode_latent(latent)[:, 0].float()  # [B, 292, T] -> [B, N]
+        return wav, self.frozen.losses.wave_terms(wav, self.target)
 
     # ----------------------------------------------------------------------------------- one step
     def training_step(self, batch, batch_idx):
@@ -52,21 +105,24 @@ class InversionModule(pl.LightningModule):
         total_steps = int(cfg.steps)
         opt = self.optimizers()
         lr_sched = self.lr_schedulers()
-        codec, losses = self.frozen.codec, self.frozen.losses
+        losses = self.frozen.losses
+        every = self.loop["sync_every"]
+        sync = every == 1 or (step + 1) % every == 0 or step + 1 == total_steps  # host syncs only here
 
         # 1. sample discrete codes (straight-through) and decode them with the frozen codec
         tau = schedule.temperature(step, total_steps, **cfg.schedule.temperature)
         sample = self.params(tau, noise=self.noise)
-        wav = codec.decode_latent(sample.latent)[:, 0].float()  # [B, N]
+        wav, wave = self.frozen.wave(sample.latent)  # [B, N], {term: [B]}
 
         # 2. loss terms [B] and their weighted sum, with weight ramps
         weights = schedule.loss_weights(step, cfg.loss.weights, cfg.schedule.get("ramps"))
-        terms = losses(wav, self.target, sample, weights)
+        terms = losses(wav, self.target, sample, weights, wave=wave)
         loss = terms["total"].mean()
-        if not torch.isfinite(loss):
-            bad = [k for k, v in terms.items() if not torch.isfinite(v).all()]
-            raise NonFiniteLoss(f"non-finite loss at step {step} (terms: {', '.join(bad)})")
-        self.last_good_codes = self.params.codes().cpu()  # the codes this finite loss belongs to
+        self._watch(step, loss, terms)
+        if sync and not bool(self._finite["ok"]):  # the one host sync of a step (every `sync_every` steps)
+            f = self._finite
+            bad = [k for k, ok in zip(f["names"], f["terms_ok"].tolist()) if not ok]
+            raise NonFiniteLoss(f"non-finite loss at step {int(f['step'])} (terms: {', '.join(bad)})")
 
         # 3. backward (optionally gradient-balanced on the waveform), clip, step
         opt.zero_grad(set_to_none=True)
@@ -82,13 +138,37 @@ class InversionModule(pl.LightningModule):
         opt.step()
         lr_sched.step()
 
-        # 4. log
-        self.log("loss", loss.detach(), prog_bar=True)
-        self.log_dict({f"train/{k}": v.detach().mean() for k, v in terms.items() if k != "total"})
-        self.log_dict({"train/lr": lr_sched.get_last_lr()[0], "train/temperature": tau})
+        # 4. log (device tensors; Lightning converts them when it writes, every log_every_n_steps)
+        if sync:
+            self.log("loss", loss.detach(), prog_bar=True)
+            self.log_dict({f"train/{k}": v.detach().mean() for k, v in terms.items() if k != "total"})
+            self.log_dict({"train/lr": lr_sched.get_last_lr()[0], "train/temperature": tau})
         every = int(cfg.eval_every)
-        if every and ((step + 1) % every == 0 or step + 1 == total_steps):
+        if (every and (step + 1) % every == 0) or step + 1 == total_steps:  # the last step always (0: only it)
             self.evaluate(step + 1)
+
+    def _watch(self, step: int, loss: torch.Tensor, terms: dict[str, torch.Tensor]) -> None:
+        """Device-side NaN watch, no host sync: ``ok`` stays false from the first non-finite loss on,
+        which records its step and per-term finiteness; ``codes`` are the last codes with a finite loss."""
+        codes = self.params.codes()  # [B, T, 37]: the codes this step's loss belongs to
+        fin = torch.stack([torch.isfinite(v).all() for v in terms.values()])  # [K]
+        ok = torch.isfinite(loss)
+        f = self._finite
+        if f is None or f["names"] != list(terms):
+            step_t = torch.tensor(step, device=loss.device)
+            self._finite = {"names": list(terms), "ok": ok, "good": ok, "terms_ok": fin, "codes": codes, "step": step_t}
+            return
+        first = f["ok"] & ~ok  # this step is the first bad one
+        f["step"] = torch.where(first, step, f["step"])
+        f["terms_ok"] = torch.where(first, fin, f["terms_ok"])
+        f["ok"] = f["ok"] & ok
+        f["codes"] = torch.where(f["ok"], codes, f["codes"])
+
+    @property
+    def last_good_codes(self) -> torch.Tensor | None:
+        """Raw codes ``[B, T, 37]`` (CPU) of the last step whose loss was finite (None before any step)."""
+        f = self._finite
+        return None if f is None or not bool(f["good"]) else f["codes"].cpu()  # good: the first step was finite
 
     # --------------------------------------------------------------------------------- evaluation
     @torch.no_grad()
