@@ -9,9 +9,11 @@
    Also the BackbonePrior loss (forward + backward) at real dims, extrapolated the same way.
 3. memory the real model needs: weight bytes per component (from the manifest) and KV cache.
 
-CPU only, ``torch.set_num_threads(--threads)``. Example (≈ 2-3 min on 1 thread):
+``--device cpu`` (default; ``torch.set_num_threads(--threads)``) or ``cuda`` (timings synchronised;
+``--real-layers 26`` builds the whole backbone there: no extrapolation). Example (≈ 2-3 min on 1 thread):
 
     python experiments/bench_tts.py --threads 1 --dtype fp32 bf16
+    python experiments/bench_tts.py --device cuda --dtype bf16 --real-layers 26 --real-frames 50
 """
 
 from __future__ import annotations
@@ -34,14 +36,22 @@ from voxinv.voxtral.tts import VoxtralTTS, frame_loop
 
 DT = {"fp32": torch.float32, "bf16": torch.bfloat16}
 FRAME_RATE = 12.5
+DEVICE = torch.device("cpu")  # set by --device
+
+
+def _sync() -> None:
+    if DEVICE.type == "cuda":
+        torch.cuda.synchronize(DEVICE)
 
 
 def _best(fn, repeat: int) -> float:
     fn()  # warm-up
     ts = []
     for _ in range(repeat):
+        _sync()
         t0 = time.perf_counter()
         fn()
+        _sync()
         ts.append(time.perf_counter() - t0)
     return min(ts)
 
@@ -49,13 +59,15 @@ def _best(fn, repeat: int) -> float:
 def bench_tiny(frames: int) -> dict:
     with tempfile.TemporaryDirectory() as d:
         make_tiny(Path(d) / "m", seed=0)
-        tts = VoxtralTTS.from_pretrained(Path(d) / "m", device="cpu", dtype=torch.float32)
+        tts = VoxtralTTS.from_pretrained(Path(d) / "m", device=DEVICE, dtype=torch.float32)
         text = "Paris is a beautiful city! The quick brown fox jumps over the lazy dog."
         p = tts.prompt(text, "neutral_female")
         tts.generate_codes(text, "neutral_female", seed=0, max_frames=4, stop_at_end=False)  # warm-up
         g = tts.generate_codes(text, "neutral_female", seed=0, max_frames=frames, stop_at_end=False, prompt=p)
+        _sync()
         t0 = time.perf_counter()
         wav = tts.decode(g.codes.clamp(min=2))  # END rows (if any) made decodable: timing only
+        _sync()
         dec = time.perf_counter() - t0
     fps = frames / g.seconds
     return {
@@ -76,8 +88,8 @@ def _bench_prior(bb: Backbone, flow: AcousticTransformer, p: VoxtralParams, laye
     from voxinv.invert.prior import BackbonePrior
 
     prior = BackbonePrior(SimpleNamespace(backbone=bb, flow=flow, params=p), seed=0)
-    sem = torch.softmax(torch.randn(1, T, 8192), -1).requires_grad_()
-    ac = (torch.rand(1, T, 36) * 2 - 1).requires_grad_()
+    sem = torch.softmax(torch.randn(1, T, 8192, device=DEVICE), -1).requires_grad_()
+    ac = (torch.rand(1, T, 36, device=DEVICE) * 2 - 1).requires_grad_()
 
     def step():
         out = prior(sem, ac)
@@ -105,10 +117,10 @@ def bench_real(dtype: torch.dtype, layers: int, frames: int, prompt_len: int, pr
     n_real = p.backbone.n_layers
     torch.manual_seed(0)
     bb = Backbone(dataclasses.replace(p.backbone, n_layers=layers, vocab_size=1024), p.audio)
-    bb = bb.to(dtype).eval().requires_grad_(False)
-    flow = AcousticTransformer(p.audio).to(dtype).eval().requires_grad_(False)
+    bb = bb.to(device=DEVICE, dtype=dtype).eval().requires_grad_(False)
+    flow = AcousticTransformer(p.audio).to(device=DEVICE, dtype=dtype).eval().requires_grad_(False)
     D = p.backbone.dim
-    emb = torch.randn(1, prompt_len, D, dtype=dtype)
+    emb = torch.randn(1, prompt_len, D, dtype=dtype, device=DEVICE)
 
     # backbone: prefill and one cached decode step, per layer
     def prefill():
@@ -118,7 +130,7 @@ def bench_real(dtype: torch.dtype, layers: int, frames: int, prompt_len: int, pr
     cache = bb.new_cache(prompt_len + 1)
     with torch.no_grad():
         bb(emb, 0, cache)
-    x1 = torch.randn(1, 1, D, dtype=dtype)
+    x1 = torch.randn(1, 1, D, dtype=dtype, device=DEVICE)
 
     def step():
         with torch.no_grad():
@@ -126,11 +138,11 @@ def bench_real(dtype: torch.dtype, layers: int, frames: int, prompt_len: int, pr
 
     prefill_layer = _best(prefill, 1) / layers
     step_layer = _best(step, 3) / layers
-    h = torch.randn(1, D, dtype=dtype)
+    h = torch.randn(1, D, dtype=dtype, device=DEVICE)
 
     def flow_frame():
         with torch.no_grad():
-            flow(h, torch.randn(1, 36))
+            flow(h, torch.randn(1, 36))  # noise drawn on CPU, as in the frame loop
 
     flow_s = _best(flow_frame, 3)
     # the shipped loop on this reduced model (sanity: ≈ layers·step + flow per frame)
@@ -157,8 +169,8 @@ def bench_real(dtype: torch.dtype, layers: int, frames: int, prompt_len: int, pr
 def bench_codec_real(dtype: torch.dtype, frames: int) -> dict:
     p = VoxtralParams.from_dict(REAL_PARAMS)
     torch.manual_seed(0)
-    codec = VoxtralCodec(p.codec).to(dtype).eval().requires_grad_(False)
-    codes = torch.cat([torch.randint(0, 8192, (1, 1, frames)), torch.randint(0, 21, (1, 36, frames))], 1)
+    codec = VoxtralCodec(p.codec).to(device=DEVICE, dtype=dtype).eval().requires_grad_(False)
+    codes = torch.cat([torch.randint(0, 8192, (1, 1, frames)), torch.randint(0, 21, (1, 36, frames))], 1).to(DEVICE)
 
     def dec():
         with torch.no_grad():
@@ -186,8 +198,9 @@ def memory() -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or auto")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--tiny-frames", type=int, default=150)
     ap.add_argument("--real-layers", type=int, default=2)
@@ -196,9 +209,15 @@ def main() -> None:
     ap.add_argument("--prompt-len", type=int, default=180, help="≈ a 147-row voice + a short sentence")
     ap.add_argument("--dtype", nargs="+", default=["fp32", "bf16"], choices=sorted(DT))
     ap.add_argument("--json", default=None, help="also write the results here")
-    args = ap.parse_args()
+    args = ap.parse_args(argv)
+    global DEVICE
+    name = args.device if args.device != "auto" else ("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("bench_tts: error: --device cuda but CUDA is not available; use --device cpu")
+    DEVICE = torch.device(name)
     torch.set_num_threads(args.threads)
-    out: dict = {"threads": args.threads, "torch": torch.__version__, "memory": memory()}
+    dev = torch.cuda.get_device_name(DEVICE) if DEVICE.type == "cuda" else f"CPU, {args.threads} thread(s)"
+    out: dict = {"device": dev, "threads": args.threads, "torch": torch.__version__, "memory": memory()}
     t0 = time.perf_counter()
     out["tiny_fp32"] = bench_tiny(args.tiny_frames)
     print(json.dumps({"tiny_fp32": out["tiny_fp32"]}), flush=True)

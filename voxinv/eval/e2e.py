@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from voxinv import rundir
 
@@ -90,6 +91,8 @@ def evaluate_e2e(
         if not (run / f).is_file():
             raise FileNotFoundError(f"{run} has no {f}: pass a finished voxinv run directory")
     loss_models = loss_models_of_run(run, rundir.read_metrics(run))
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
     tts = VoxtralTTS.from_pretrained(model, device=device)
     sr = tts.sampling_rate
     target = read_audio(run / rundir.TARGET, sr).numpy()
@@ -137,7 +140,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--n", type=int, default=3, help=f"number of held-out sentences (≤ {len(SENTENCES)})")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda, cuda:N or auto (cuda if available)")
     ap.add_argument("--max-seconds", type=float, default=10.0, help="generation cap per sentence")
     a = ap.parse_args(argv)
     presets = [p for p in a.presets.split(",") if p]

@@ -57,6 +57,31 @@ def loop_settings(loop_cfg: Mapping, trainer_cfg: Mapping, device: torch.device)
     }
 
 
+class _CompiledOnce:
+    """``torch.compile(fn)``; if the first call fails to compile (no Triton, no C compiler, an op
+    inductor lacks), one warning says why and the run goes on eager — the results are the same."""
+
+    def __init__(self, fn, mode: str):
+        self.fn, self.compiled, self.tried = fn, torch.compile(fn, mode=mode, dynamic=False), False
+
+    def __call__(self, *args):
+        if self.tried:
+            return self.compiled(*args)
+        self.tried = True
+        try:
+            return self.compiled(*args)
+        except Exception as e:  # compile errors surface at the first call
+            import logging
+
+            logging.getLogger("voxinv").warning(
+                "loop.compile: torch.compile failed (%s: %s); running eager (set loop.compile=false to skip it)",
+                type(e).__name__,
+                str(e).splitlines()[0] if str(e) else "",
+            )
+            self.compiled = self.fn
+            return self.fn(*args)
+
+
 class _Frozen:
     """Plain holder: Lightning neither registers nor checkpoints what is inside."""
 
@@ -80,10 +105,9 @@ class InversionModule(pl.LightningModule):
         self.cfg = cfg
         self.loop = dict(loop or loop_settings(cfg.loop, cfg.trainer, torch.device("cpu")))
         self.frozen = _Frozen(codec=codec, eval_codec=eval_codec or codec, losses=losses)
-        wave = self._decode_and_wave_terms
+        self.frozen.wave = self._decode_and_wave_terms
         if self.loop["compile"]:  # shapes are static during a run: one graph for decode + waveform losses
-            wave = torch.compile(wave, mode=self.loop["compile_mode"], dynamic=False)
-        self.frozen.wave = wave
+            self.frozen.wave = _CompiledOnce(self._decode_and_wave_terms, self.loop["compile_mode"])
         self.params = params
         self.register_buffer("target", target.wav.float(), persistent=False)  # [N]
         self.true_codes = target.codes

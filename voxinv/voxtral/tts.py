@@ -234,7 +234,7 @@ def add_cli(subparsers) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, help="12.5 frames per second")
     p.add_argument("--cfg-alpha", type=float, default=1.2)
-    p.add_argument("--device", default=None, help="cpu | cuda (default: cuda if available)")
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: auto = cuda if available)")
     p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
     p.add_argument("--codes-out", default=None, help="also save raw codes [T, 37] (.safetensors)")
     p.set_defaults(func=tts_main, handler=tts_main)
@@ -246,7 +246,7 @@ def tts_main(args: argparse.Namespace) -> int:
     from voxinv.audio import write_wav
     from voxinv.voxtral.codes import save_codes
 
-    device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    device = args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
     dtype = DTYPES[args.dtype] if args.dtype else None
     tts = VoxtralTTS.from_pretrained(args.model, device=device, dtype=dtype)
     g = tts.generate_codes(args.text, args.voice, args.seed, args.max_frames, args.cfg_alpha)
