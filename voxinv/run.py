@@ -28,19 +28,27 @@ DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfl
 
 
 def model_path(cfg: DictConfig) -> str:
-    """The model directory / repo id; the tiny model is generated once into the cache directory."""
+    """The model directory / repo id; tiny and proxy models are generated once into the cache directory."""
     m = cfg.model
     if m.path:
         return str(m.path)
-    if m.name != "tiny":
-        raise ValueError("model.path is required (a local directory or a Hugging Face repo id)")
-    from voxinv.voxtral.tiny import make_tiny, tiny_fingerprint
+    if m.name == "tiny":
+        from voxinv.voxtral.tiny import make_tiny, tiny_fingerprint
 
-    path = Path(m.cache_dir).expanduser() / f"tiny-seed{m.tiny_seed}-{tiny_fingerprint()}"
+        path = Path(m.cache_dir).expanduser() / f"tiny-seed{m.tiny_seed}-{tiny_fingerprint()}"
+        make = lambda d: make_tiny(d, seed=int(m.tiny_seed))  # noqa: E731
+    elif m.name == "proxy":
+        from voxinv.voxtral.proxy import assets_dir, make_proxy, proxy_fingerprint
+
+        assets = assets_dir(m.assets)
+        path = Path(m.cache_dir).expanduser() / f"proxy-seed{m.tiny_seed}-{proxy_fingerprint(assets)}"
+        make = lambda d: make_proxy(d, assets, seed=int(m.tiny_seed))  # noqa: E731
+    else:
+        raise ValueError("model.path is required (a local directory or a Hugging Face repo id)")
     if not (path / "consolidated.safetensors").is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=".tiny-"))
-        make_tiny(tmp, seed=int(m.tiny_seed))
+        tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{m.name}-"))
+        make(tmp)
         try:
             os.replace(tmp, path)
         except OSError:  # another process made it first
