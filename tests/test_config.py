@@ -61,7 +61,7 @@ def _check(cfg: DictConfig) -> None:
         assert key in cfg, key
     assert cfg.device in ("auto", "cpu", "cuda") or str(cfg.device).startswith("cuda:")
     assert cfg.model.dtype in DTYPES
-    assert cfg.model.name == "tiny" or cfg.model.path
+    assert cfg.model.name in ("tiny", "proxy") or cfg.model.path  # generated models need no path
     assert cfg.target.kind in ("file", "preset", "synthetic")
     assert cfg.codes.semantic in SEMANTIC_KINDS and cfg.codes.acoustic == "fsq_ste"
     assert cfg.init.kind in ("random", "warm_start", "coord_descent")
