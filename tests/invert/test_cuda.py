@@ -46,8 +46,11 @@ def test_bf16_keeps_fp32_quality(tmp_path):
     assert gain16 >= 0.8 * gain32, (f32["final"]["total"], b16["final"]["total"])
 
 
-def test_compiled_hot_path_equals_eager_on_cuda(ckpt):
+def test_compiled_hot_path_equals_eager_on_cuda(ckpt, monkeypatch):
     """loop.compile: the compiled decode + waveform losses give the eager values and gradients."""
+    from voxinv.invert import module
+
+    monkeypatch.setattr(module._CompiledOnce, "strict", True)  # no silent fallback to eager
     from voxinv.invert.losses import LossSuite, build_terms
     from voxinv.invert.module import InversionModule
     from voxinv.invert.params import CodeParams

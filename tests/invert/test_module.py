@@ -128,9 +128,38 @@ def test_logging_every_sync_reaches_the_csv(tmp_path):
 
 
 @pytest.mark.slow
-def test_compiled_hot_path_equals_eager(tmp_path):
+def test_compiled_hot_path_equals_eager(tmp_path, monkeypatch):
     """loop.compile=true (inductor on CPU: needs a C compiler; minutes) gives the eager run's losses."""
+    from voxinv.invert import module
+
+    monkeypatch.setattr(module._CompiledOnce, "strict", True)  # no silent fallback to eager
     a = R.run(cfg_of("steps=3", "loop.compile=false", "eval_every=1"), tmp_path / "eager")
     b = R.run(cfg_of("steps=3", "loop.compile=true", "eval_every=1"), tmp_path / "compiled")
     for ha, hb in zip(a["history"], b["history"], strict=True):
         assert hb["objective"] == pytest.approx(ha["objective"], rel=1e-4, abs=1e-5)
+
+
+def test_failed_compile_warns_once_and_runs_eager(caplog):
+    from voxinv.invert.module import _CompiledOnce
+
+    calls = []
+
+    def fn(x):
+        calls.append(x)
+        return x + 1
+
+    def broken(x):
+        raise RuntimeError("no C compiler\nmore")
+
+    c = _CompiledOnce(fn, "default")
+    c.compiled = broken  # what a failing first compile looks like to the caller
+    with caplog.at_level("WARNING", logger="voxinv"):
+        assert c(1) == 2 and c(2) == 3
+    assert calls == [1, 2]
+    assert [r.getMessage() for r in caplog.records].count(
+        "loop.compile: torch.compile failed (RuntimeError: no C compiler); running eager (set loop.compile=false to skip it)"
+    ) == 1
+    c = _CompiledOnce(fn, "default")
+    c.compiled, c.strict = broken, True
+    with pytest.raises(RuntimeError, match="no C compiler"):
+        c(1)

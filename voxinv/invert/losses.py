@@ -24,9 +24,10 @@ class MultiResSTFT(nn.Module):
     """auraloss ``MultiResolutionSTFTLoss`` (spectral convergence + log magnitude), one value per item.
 
     auraloss reduces over the whole batch, so calling it once per restart was the only way to get
-    ``[B]``; here each resolution is one batched STFT of ``[y; x]`` (the restarts and the target
-    together) with auraloss's own window, magnitude and weights, reduced per item. Same values as
-    the per-item auraloss calls (tests/invert/test_losses.py checks it).
+    ``[B]`` (and it recomputed the target's STFT, with a graph, for each); here each resolution is
+    one batched STFT of the restarts plus one of the target without a graph, with auraloss's own
+    window, magnitude and weights, reduced per item. Same values as the per-item auraloss calls
+    (tests/invert/test_losses.py checks it).
     """
 
     def __init__(
@@ -53,15 +54,18 @@ class MultiResSTFT(nn.Module):
         for i, f in enumerate(self.loss.stft_losses):
             self.register_buffer(f"window{i}", f.window.clone(), persistent=False)
 
+    def _mag(self, i: int, z: torch.Tensor) -> torch.Tensor:  # [B, N] -> [B, F, frames], as auraloss
+        f = self.loss.stft_losses[i]
+        s = torch.stft(z, f.fft_size, f.hop_size, f.win_length, getattr(self, f"window{i}"), return_complex=True)
+        return torch.sqrt(torch.clamp(s.real**2 + s.imag**2, min=f.eps))
+
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
-        B = y.shape[0]
-        both = torch.cat([y, x[None].to(y.dtype)])  # [B + 1, N]: one STFT per resolution for all
-        out = y.new_zeros(B)
+        out = y.new_zeros(y.shape[0])
         for i, f in enumerate(self.loss.stft_losses):
-            s = torch.stft(both, f.fft_size, f.hop_size, f.win_length, getattr(self, f"window{i}"), return_complex=True)
-            mag = torch.sqrt(torch.clamp(s.real**2 + s.imag**2, min=f.eps))  # [B + 1, F, frames] as auraloss
-            ym, xm = mag[:B], mag[B:]
-            term = y.new_zeros(B)
+            ym = self._mag(i, y)  # one STFT for all restarts
+            with torch.no_grad():  # the target is constant: no graph, no backward through it
+                xm = self._mag(i, x[None].to(y.dtype))  # [1, F, frames]
+            term = y.new_zeros(y.shape[0])
             if f.w_sc:  # ‖X − Y‖_F / ‖X‖_F per item
                 term = term + f.w_sc * (xm - ym).flatten(1).norm(dim=1) / xm.norm()
             if f.w_log_mag:
@@ -84,11 +88,11 @@ class MultiScaleMel(nn.Module):
         self.eps = eps
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
-        B, out = y.shape[0], 0.0
-        both = torch.cat([y, x[None].to(y.dtype)])  # [B + 1, N]: one transform per scale for all
-        for mel in self.mels:
-            m = torch.log(mel(both) + self.eps)  # [B + 1, n_mels, frames]
-            out = out + (m[:B] - m[B:]).abs().mean((-1, -2))
+        out = 0.0
+        for mel in self.mels:  # one transform per scale for all restarts; the target without a graph
+            with torch.no_grad():
+                mx = torch.log(mel(x[None].to(y.dtype)) + self.eps)  # [1, n_mels, frames]
+            out = out + (torch.log(mel(y) + self.eps) - mx).abs().mean((-1, -2))
         return out / len(self.mels)
 
 
@@ -100,8 +104,9 @@ class MFCCLoss(nn.Module):
         )
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
-        m = self.mfcc(torch.cat([y, x[None].to(y.dtype)]))  # [B + 1, n_mfcc, frames]: one call for all
-        return (m[:-1] - m[-1:]).abs().mean((-1, -2))
+        with torch.no_grad():
+            mx = self.mfcc(x[None].to(y.dtype))  # [1, n_mfcc, frames]
+        return (self.mfcc(y) - mx).abs().mean((-1, -2))
 
 
 class SpeakerTerm(nn.Module):
