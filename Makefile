@@ -4,8 +4,15 @@ export PYTHONUNBUFFERED = 1
 
 .PHONY: install install-dev test test-all lint format demo bench data clean
 
+# torch: an installed one is kept (CI and machines with a pinned torch); otherwise machines without
+# nvidia-smi get the CPU wheels (≈ 0.2 GB, not ≈ 6 GB of CUDA libraries). `make install TORCH_INDEX=URL`
+# chooses another index (e.g. https://download.pytorch.org/whl/cu124); TORCH_INDEX= uses pip's default.
+TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
+
 install:
-	$(PY) -m pip install -e ".[dev,eval]" "torch>=2.4" "torchaudio>=2.4"
+	@$(PY) -c "import torch, torchaudio" 2>/dev/null && echo "keeping the installed torch" || \
+	  $(PY) -m pip install "torch>=2.4" "torchaudio>=2.4" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	$(PY) -m pip install -e ".[dev,eval]"
 	$(PY) -m pip install --no-deps resemblyzer
 
 test:

@@ -73,3 +73,55 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real Voxtral data not present at {SHARED_DATA}")
     return SHARED_DATA
+
+
+def _wandb_records(path: Path):
+    """The ``Record`` protos of an offline ``run-*.wandb`` file, in order (wandb's own proto, read
+    through its leveldb-log framing: 32 KiB blocks of [crc u32, length u16, kind u8] chunks)."""
+    import struct
+
+    from wandb.proto import wandb_internal_pb2 as pb
+
+    data = Path(path).read_bytes()
+    assert data[:4] == b":W&B", f"{path} is not a W&B transaction log"
+    pos, buf, block = 7, b"", 32768
+    while pos + 7 <= len(data):
+        if block - pos % block < 7:  # block trailer
+            pos += block - pos % block
+            continue
+        _crc, n, kind = struct.unpack("<IHB", data[pos : pos + 7])
+        chunk, pos = data[pos + 7 : pos + 7 + n], pos + 7 + n
+        if kind == 0:
+            break
+        buf = chunk if kind in (1, 2) else buf + chunk  # FULL/FIRST start, MIDDLE/LAST continue
+        if kind in (1, 4):
+            r = pb.Record()
+            r.ParseFromString(buf)
+            yield r
+
+
+@pytest.fixture
+def wandb_records():
+    """``wandb_records(path)`` → the records of an offline W&B run file."""
+    return _wandb_records
+
+
+@pytest.fixture
+def wandb_offline(tmp_path, monkeypatch):
+    """W&B offline, without credentials, with its home, cache and artifacts under ``tmp_path``."""
+    pytest.importorskip("wandb")
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(var, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+
+
+@pytest.fixture
+def restore_logging():
+    """A Hydra app run in-process leaves its logging handlers (on pytest's captured streams) behind."""
+    import logging
+
+    handlers, level = logging.root.handlers[:], logging.root.level
+    yield
+    logging.root.handlers[:], logging.root.level = handlers, level

@@ -1,24 +1,25 @@
-"""``voxinv <verb>``: command-line tools around the released Voxtral codec and voice files.
+"""``voxinv <verb>``: the one command line.
 
-Verbs: ``decode`` (codes → WAV), ``voice2codes`` / ``voice2wav`` (a voice prompt → its codes /
-audio), ``make-tiny`` (seeded tiny checkpoint), ``register-voice`` (servable overlay directory).
+Pipeline verbs (their own arguments passed through): ``invert`` (= ``python -m voxinv.run``, Hydra
+overrides, ``-m`` sweeps), ``eval`` (= ``python -m voxinv.eval``), ``e2e``, ``report``. Model tools:
+``decode`` (codes → WAV), ``voice2codes`` / ``voice2wav`` (a voice prompt → its codes / audio),
+``make-tiny`` (seeded tiny checkpoint), ``register-voice`` (servable overlay directory), ``tts``.
 
-Extension point: every module named in :data:`EXTENSIONS` that exists (``importlib.util.find_spec``)
-is imported when the parser is built and its ``add_cli(subparsers)`` is called. ``add_cli`` adds
-its sub-parser(s) and sets ``func=handler`` via ``set_defaults``; ``handler(args)`` returns an
-exit code (``None`` = 0). Errors of the classes in :func:`user_errors` print one line and exit 2.
-Model code is imported inside the handlers, so one verb never pays for another's imports.
+Building the parser imports neither torch nor any model code (``voxinv --help`` is instant): every
+handler imports what it needs. ``handler(args)`` returns an exit code (``None`` = 0); errors of the
+classes in :func:`user_errors` print one line and exit 2.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
-import importlib.util
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from voxinv import __version__
+from voxinv.voxtral import DEFAULT_REPO
 
 if TYPE_CHECKING:
     import torch
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from voxinv.voxtral.checkpoint import Checkpoint
 
 PROG = "voxinv"
-# optional verb providers (module with add_cli(subparsers)); absent modules are skipped
-EXTENSIONS: tuple[str, ...] = ("voxinv.voxtral.tts",)
 WINDOW_CHUNK = 250  # frames per decode window (20 s); with 25 context frames ≡ a full decode
 WINDOW_CONTEXT = 25
 DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
@@ -44,12 +43,6 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 # --------------------------------------------------------------------------------------- helpers
-
-
-def _default_repo() -> str:
-    from voxinv.voxtral.checkpoint import DEFAULT_REPO
-
-    return DEFAULT_REPO
 
 
 def _checkpoint(model: str, *, weights: bool = True) -> Checkpoint:
@@ -221,13 +214,56 @@ def cmd_register_voice(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_tts(args: argparse.Namespace) -> int:
+    from voxinv.audio import write_wav
+    from voxinv.voxtral.codes import save_codes, strip_end, to_raw
+    from voxinv.voxtral.tts import VoxtralTTS, frame_cap
+
+    device = _device(args.device or "auto")
+    dtype = _dtype(args.dtype) if args.dtype else None
+    tts = VoxtralTTS.from_pretrained(args.model, device=device, dtype=dtype)
+    cap = args.max_frames or frame_cap(args.text, tts.params.codec.frame_rate)
+    g = tts.generate_codes(args.text, args.voice, args.seed, cap, args.cfg_alpha, progress=not args.quiet)
+    wav = tts.decode(g.codes)
+    out = write_wav(args.out, wav, tts.sampling_rate)
+    if args.codes_out:
+        save_codes(args.codes_out, to_raw(strip_end(g.codes)), seed=str(args.seed), text=args.text)
+    secs = g.n_audio_frames / tts.params.codec.frame_rate
+    stop = "END" if g.ended else f"the frame cap {cap} (--max-frames)"
+    print(f"{out}: {secs:.2f} s audio, {g.n_audio_frames} frames (stopped at {stop}), generated in {g.seconds:.1f} s")
+    return 0
+
+
+# the pipeline's own entry points, each with its own argument parser (or Hydra): passed through
+PASS_THROUGH = {
+    "invert": ("voxinv.run", "invert a recording: Hydra overrides as for python -m voxinv.run (-m: sweep)"),
+    "eval": ("voxinv.eval.__main__", "evaluate run directories (PESQ, STOI, DNSMOS, speaker, WER)"),
+    "e2e": ("voxinv.eval.e2e", "end-to-end: speak with a cloned voice and score it"),
+    "report": ("voxinv.eval.report", "aggregate sweeps into report.md + plots (+ W&B)"),
+}
+
+
+def cmd_pass_through(args: argparse.Namespace) -> int:
+    import importlib
+
+    module = importlib.import_module(PASS_THROUGH[args.command][0])
+    if args.command == "invert":  # a Hydra app reads sys.argv
+        argv, sys.argv = sys.argv, [f"{PROG} invert", *args.args]
+        try:
+            module.main()
+        finally:
+            sys.argv = argv
+        return 0
+    return int(module.main(args.args) or 0)
+
+
 # ---------------------------------------------------------------------------------------- parser
 
 
 def _add_model(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--model",
-        default=_default_repo(),
+        default=DEFAULT_REPO,
         help="model directory or Hugging Face repo id (default: %(default)s)",
     )
 
@@ -246,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG, description="Voice cloning for Voxtral-4B-TTS by inverting its codec decoder."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="VERB", required=True)
 
     p = sub.add_parser("decode", help="decode [T, 37] codes to a 24 kHz WAV")
@@ -289,22 +326,37 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="overlay directory (created; the model directory is untouched)")
     p.set_defaults(func=cmd_register_voice)
 
-    for name in EXTENSIONS:
-        _load_extension(name, sub)
+    p = sub.add_parser(
+        "tts",
+        help="speak text with a preset or cloned voice",
+        description=(
+            "Generate speech with Voxtral-4B-TTS (no vLLM). --voice takes a preset name, a voice .pt file, "
+            "or a voxinv run directory (containing voice.pt)."
+        ),
+    )
+    _add_model(p)
+    p.add_argument("--voice", required=True, help="preset name | voice .pt | run directory")
+    p.add_argument("--text", required=True, help="text to speak")
+    p.add_argument("--out", required=True, help="output .wav (24 kHz mono float32)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--max-frames",
+        type=int,
+        default=None,
+        help="frame cap, 12.5 per second (default: fits the text, voxinv.voxtral.tts.frame_cap)",
+    )
+    p.add_argument("--cfg-alpha", type=float, default=1.2)
+    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: auto = cuda if available)")
+    p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
+    p.add_argument("--codes-out", default=None, help="also save raw codes [T, 37] (.safetensors)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_tts)
+
+    for verb, (_, text) in PASS_THROUGH.items():
+        p = sub.add_parser(verb, help=text, add_help=False, prefix_chars="\0")  # every argument is theirs
+        p.add_argument("args", nargs=argparse.REMAINDER)
+        p.set_defaults(func=cmd_pass_through)
     return parser
-
-
-def _load_extension(name: str, sub: argparse._SubParsersAction) -> None:
-    """Register ``name.add_cli(sub)`` if module ``name`` exists; its own import errors propagate."""
-    try:
-        spec = importlib.util.find_spec(name)
-    except ModuleNotFoundError:  # a parent package is missing
-        spec = None
-    if spec is None:
-        return
-    add_cli = getattr(importlib.import_module(name), "add_cli", None)
-    if add_cli is not None:
-        add_cli(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

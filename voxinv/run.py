@@ -94,52 +94,14 @@ def resume_checkpoint(cfg: DictConfig, out: Path) -> str | None:
     return str(p)
 
 
-def make_logger(cfg: DictConfig, out: Path):
-    from pytorch_lightning.loggers import CSVLogger
-
-    lg = cfg.logger
-    if lg.kind == "csv":
-        return CSVLogger(save_dir=str(out), name="", version="")
-    if lg.kind == "wandb":
-        from pytorch_lightning.loggers import WandbLogger
-
-        mode = lg.mode
-        if mode == "auto":  # never prompt: offline unless credentials exist
-            import wandb
-
-            mode = "online" if (os.environ.get("WANDB_API_KEY") or wandb.api.api_key) else "offline"
-        group = lg.group or (Path(out).parent.name if _is_multirun() else None)
-        return WandbLogger(
-            project=lg.project,
-            entity=lg.entity,
-            group=group,
-            name=lg.name or out.name,
-            save_dir=str(out),
-            mode=mode,
-            tags=list(lg.tags),
-            config=OmegaConf.to_container(cfg, resolve=True),
-            log_model=False,
-        )
-    raise ValueError(f"logger.kind={lg.kind!r}: expected csv or wandb")
-
-
-def _is_multirun() -> bool:
-    from hydra.core.hydra_config import HydraConfig
-
-    try:
-        return HydraConfig.get().mode.name == "MULTIRUN"
-    except ValueError:
-        return False
-
-
 def run(cfg: DictConfig, out: Path) -> dict:
     """Everything one inversion does; returns metrics.json's content."""
     import pytorch_lightning as pl
-    from pytorch_lightning.callbacks import ModelCheckpoint
+    from hydra.utils import instantiate
 
-    from voxinv.invert.callbacks import MediaLogger, StepsBar
     from voxinv.invert.export import discrete_losses, export_run
     from voxinv.invert.init import coord_descent, warm_start_codes
+    from voxinv.invert.loggers import build_logger, log_final, quiet_lightning
     from voxinv.invert.losses import LossSuite, build_terms
     from voxinv.invert.module import InversionModule, NonFiniteLoss, Steps, loop_settings, trainer_settings
     from voxinv.invert.params import CodeParams
@@ -155,6 +117,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
 
             raise AudioError(f"audio file {cfg.target.path} does not exist")
     out.mkdir(parents=True, exist_ok=True)
+    cfg.paths.output_dir = str(out)  # the run directory (Hydra's, or the caller's) for paths.*
     rundir.atomic_write(out / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = pick_device(cfg.device)
@@ -234,19 +197,15 @@ def run(cfg: DictConfig, out: Path) -> dict:
         shutil.rmtree(out / "checkpoints")
     loop = loop_settings(cfg.loop, cfg.trainer, device)
     module = InversionModule(cfg, codec, target, losses, params, eval_codec=eval_codec, loop=loop)
-    logger = make_logger(cfg, out)
-    ckpt_cb = ModelCheckpoint(
-        dirpath=str(out / "checkpoints"),
-        every_n_train_steps=int(cfg.checkpoint_every),
-        save_last=True,
-        save_top_k=0,
-        save_on_train_epoch_end=False,
-    )
+    quiet_lightning()
+    logger = build_logger(cfg, resume=resume is not None)
+    bar = cfg.trainer.get("enable_progress_bar", True)
+    callbacks = [instantiate(c) for k, c in cfg.callbacks.items() if c is not None and (bar or k != "progress_bar")]
     trainer = pl.Trainer(
         max_steps=int(cfg.steps),
         max_epochs=-1,
         logger=logger,
-        callbacks=[ckpt_cb, MediaLogger(cfg)] + ([StepsBar()] if cfg.trainer.get("enable_progress_bar", True) else []),
+        callbacks=callbacks,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
         **trainer_settings(cfg.trainer, device),
@@ -296,10 +255,7 @@ def run(cfg: DictConfig, out: Path) -> dict:
         r = cfg.export.register
         register_voice(ckpt.path, r.name, torch.load(out / rundir.VOICE, weights_only=True), r.overlay)
         log.info("registered voice %r in %s", r.name, r.overlay)
-    if cfg.logger.kind == "wandb":
-        import wandb
-
-        wandb.finish()
+    log_final(trainer.loggers, out, metrics)  # final/ + best/ rows and summary, W&B artifact; closes them
     _summary(out, metrics, ckpt)
     return metrics
 

@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import argparse
-
 import pytest
 import torch
 
 from voxinv.voxtral.codes import END_AUDIO
-from voxinv.voxtral.tts import VoxtralTTS, add_cli, main, synthesize_eval
+from voxinv.voxtral.tts import VoxtralTTS, synthesize_eval
 
 TEXT = "Paris is a beautiful city!"
 
@@ -90,24 +88,6 @@ def test_generate_and_custom_voice(tts):
 def test_synthesize_eval(tts):
     wavs = synthesize_eval(tts, "casual_female", ["Hello world.", "The quick brown fox."], seed=0, max_frames=4)
     assert len(wavs) == 2 and all(w.dim() == 1 and len(w) == 4 * 1920 for w in wavs)
-
-
-def test_cli(tiny_dir, tmp_path):
-    import soundfile as sf
-
-    from voxinv.voxtral.codes import load_codes
-
-    sub = argparse.ArgumentParser().add_subparsers()
-    assert add_cli(sub).prog.endswith("tts")
-    out, codes = tmp_path / "o.wav", tmp_path / "c.safetensors"
-    rc = main(
-        ["tts", "--model", str(tiny_dir), "--voice", "casual_female", "--text", TEXT, "--out", str(out)]
-        + ["--max-frames", "5", "--device", "cpu", "--seed", "2", "--codes-out", str(codes)]
-    )
-    assert rc == 0
-    wav, sr = sf.read(out)
-    assert sr == 24000 and len(wav) == 5 * 1920
-    assert load_codes(codes).shape == (5, 37)
 
 
 def test_bf16_generation_runs(tiny_dir):

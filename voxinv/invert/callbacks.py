@@ -1,14 +1,20 @@
-"""Media logging: target/reconstruction audio and spectrogram comparisons at evaluation steps."""
+"""Lightning callbacks: each evaluation sent once, at its own step, to every logger (+ W&B media), and
+a quiet progress bar over optimizer steps."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytorch_lightning as pl
 import torch
+from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
+
+from voxinv.invert import loggers as L
 
 
 def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: str = ""):
     """Two log-magnitude spectrograms (target above reconstruction) sharing one colour scale."""
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure
 
     win = torch.hann_window(1024)
     specs = [
@@ -16,9 +22,10 @@ def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: 
         for x in (target, rec)
     ]
     vmax = max(float(s.max()) for s in specs)
-    fig, axes = plt.subplots(2, 1, figsize=(8, 5), sharex=True)
+    fig = Figure(figsize=(8, 5))  # not pyplot: no GUI backend needed, nothing left open
+    axes = fig.subplots(2, 1, sharex=True)
     for ax, s, name in zip(axes, specs, ("target", "reconstruction")):
-        ax.imshow(
+        im = ax.imshow(
             s.numpy(),
             origin="lower",
             aspect="auto",
@@ -28,47 +35,77 @@ def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: 
         )
         ax.set_ylabel(f"{name}\nkHz")
     axes[-1].set_xlabel("s")
+    fig.colorbar(im, ax=list(axes), label="dB")
     fig.suptitle(title)
-    fig.tight_layout()
     return fig
 
 
-class MediaLogger(pl.Callback):
-    """After each evaluation, send audio + spectrogram comparison to W&B (every ``log_media_every``)."""
+class EvalLogger(pl.Callback):
+    """Receives every evaluation from :meth:`InversionModule.evaluate` (``on_evaluation``) and logs its
+    metrics as ``eval/*`` at the evaluation's step to every logger (no ``log_every_n_steps`` sampling,
+    no epoch aggregation); to W&B also the reconstruction audio and a spectrogram comparison every
+    ``media_every`` evaluations (0: never), on the same ``trainer/global_step`` axis. Its count of
+    evaluations is checkpointed, so a resumed run continues the media cadence."""
 
-    def __init__(self, cfg):
-        self.every = int(cfg.logger.get("log_media_every", 0) or 0)
-        self.kind = cfg.logger.kind
+    def __init__(self, media_every: int) -> None:
+        self.media_every = int(media_every or 0)
         self.n_evals = 0
+        self.target_logged = False
 
-    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if self.kind != "wandb" or not self.every or not module.history:
-            return
-        if getattr(module, "_logged_eval", None) == len(module.history):
-            return
-        module._logged_eval = len(module.history)
+    def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        # runs before the module's on_train_start (the step-0 evaluation) and after a checkpoint restore
+        L.start_at(trainer.loggers, int(trainer.global_step))
+
+    def on_evaluation(self, trainer: pl.Trainer, module: Any, record: dict, audio: torch.Tensor) -> None:
+        step = int(record["step"])
+        metrics = {f"eval/{k}": float(v) for k, v in record.items() if k not in ("step", "wall_s", "restart")}
+        for lg in trainer.loggers:
+            lg.log_metrics(metrics, step=step)
+            lg.save()
         self.n_evals += 1
-        if (self.n_evals - 1) % self.every:
-            return
-        import matplotlib.pyplot as plt
+        if self.media_every and (self.n_evals - 1) % self.media_every == 0:
+            for lg in trainer.loggers:
+                if L.is_wandb(lg):
+                    self._media(lg, module, audio, step)
+
+    def _media(self, lg, module, audio: torch.Tensor, step: int) -> None:
         import wandb
 
         sr = module.frozen.codec.sampling_rate
-        rec, step = module._eval_audio, module.history[-1]["step"]
-        fig = spectrogram_figure(module.target, rec, sr, f"step {step}")
+        fig = spectrogram_figure(module.target, audio, sr, f"step {step}")
         media = {
-            "media/reconstruction": wandb.Audio(rec.numpy(), sample_rate=sr, caption=f"step {step}"),
+            "media/reconstruction": wandb.Audio(audio.numpy(), sample_rate=sr, caption=f"step {step}"),
             "media/spectrogram": wandb.Image(fig),
         }
-        if self.n_evals == 1:
+        if not self.target_logged:
             media["media/target"] = wandb.Audio(module.target.cpu().numpy(), sample_rate=sr, caption="target")
-        trainer.logger.experiment.log(media, step=trainer.global_step)
-        plt.close(fig)
+            self.target_logged = True
+        lg.experiment.log({**media, "trainer/global_step": step})  # the charts' x-axis, not W&B's _step
+
+    def state_dict(self) -> dict:
+        return {"n_evals": self.n_evals, "target_logged": self.target_logged}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.n_evals = int(state["n_evals"])
+        self.target_logged = bool(state["target_logged"])
 
 
 class StepsBar(pl.callbacks.TQDMProgressBar):
-    """tqdm bar over optimizer steps (``invert: 45/100 [00:02<00:02, loss=…]``), not over epochs."""
+    """One tqdm bar over optimizer steps: ``invert 45/100 [00:02<00:02, loss=…, si_sdr=…]``. No
+    validation/sanity bars, no ``v_num``; the last evaluation's SI-SDR (and objective) beside the loss."""
 
-    def on_train_epoch_start(self, trainer, *args) -> None:
-        super().on_train_epoch_start(trainer, *args)
-        self.train_progress_bar.set_description("invert")
+    @property
+    def train_description(self) -> str:
+        return "invert"
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:  # Lightning's renames it "Epoch 0"
+        self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))
+        self.train_progress_bar.initial = 0
+
+    def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict:
+        m = super().get_metrics(trainer, module)
+        m.pop("v_num", None)
+        hist = getattr(module, "history", None)
+        if hist:
+            m["si_sdr"] = f"{hist[-1]['si_sdr']:.2f}"
+        return m

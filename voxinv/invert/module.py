@@ -204,7 +204,7 @@ class InversionModule(pl.LightningModule):
     def evaluate(self, step: int, codes: torch.Tensor | None = None, log: bool = True) -> dict:
         """fp32 decode of the discrete codes → the objective (all weights, no noise) + signal metrics
         (+ code accuracy when codes are known). The best codes by that objective are kept for export.
-        ``log=False`` after ``fit`` has ended (Lightning refuses ``self.log`` outside its loops)."""
+        ``log=True`` hands the record and its audio to the callbacks' ``on_evaluation`` (EvalLogger)."""
         from voxinv.eval.metrics import code_recovery, log_mel_distance, si_sdr
         from voxinv.invert.export import discrete_losses
 
@@ -225,9 +225,10 @@ class InversionModule(pl.LightningModule):
         if self.true_codes is not None:
             m.update(code_recovery(codes[b].cpu(), self.true_codes))
         self.history.append({"step": step, "wall_s": round(time.time() - self._t0, 3), "restart": b, **m})
-        if log:
-            self.log_dict({f"eval/{k}": float(v) for k, v in m.items()})
-        self._eval_audio = rec[b].cpu()
+        if log and self._trainer is not None:  # each evaluation once, at its own step (not self.log's sampling)
+            for cb in self._trainer.callbacks:
+                if hasattr(cb, "on_evaluation"):
+                    cb.on_evaluation(self._trainer, self, self.history[-1], rec[b].cpu())
         return m
 
     def on_train_start(self) -> None:

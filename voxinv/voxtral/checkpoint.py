@@ -14,9 +14,9 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 
+from voxinv.voxtral import DEFAULT_REPO  # noqa: F401  (re-exported: checkpoint.DEFAULT_REPO)
 from voxinv.voxtral.params import VoxtralParams
 
-DEFAULT_REPO = "mistralai/Voxtral-4B-TTS-2603"
 WEIGHTS = "consolidated.safetensors"
 PARAMS = "params.json"
 TEKKEN = "tekken.json"

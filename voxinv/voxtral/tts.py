@@ -17,7 +17,7 @@ frames before it.
 
 from __future__ import annotations
 
-import argparse
+import math
 import os
 import time
 from dataclasses import dataclass
@@ -32,6 +32,15 @@ from voxinv.voxtral.prompt import Prompt, PromptError, build_prompt, load_tokeni
 
 DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 DEFAULT_MAX_FRAMES = 2048  # the deployment's max_tokens (≈ 164 s)
+# a frame cap that fits the text: the slowest speech expected (4 characters/s; ≈ 15 is usual) plus
+# lead-in/out, so a voice that never says END stops after seconds, not after 164 s of frames
+SECONDS_PER_CHAR = 0.25
+EXTRA_SECONDS = 2.0
+
+
+def frame_cap(text: str, frame_rate: float) -> int:
+    """Frames enough for ``text`` spoken at a quarter of a usual rate, at most DEFAULT_MAX_FRAMES."""
+    return min(DEFAULT_MAX_FRAMES, math.ceil(frame_rate * (EXTRA_SECONDS + SECONDS_PER_CHAR * len(text))))
 
 
 @dataclass
@@ -58,8 +67,12 @@ def frame_loop(
     *,
     stop_at_end: bool = True,
     return_hidden: bool = False,
+    progress: bool = False,
 ) -> Generation:
-    """Prefill ``prompt_embeds`` ``[1, L, D]`` then generate frames (see the module docstring)."""
+    """Prefill ``prompt_embeds`` ``[1, L, D]`` then generate frames (see the module docstring);
+    ``progress``: a tqdm bar over frames (stderr)."""
+    from tqdm.auto import tqdm
+
     if max_frames < 1:
         raise ValueError("max_frames must be ≥ 1")
     t0 = time.perf_counter()
@@ -70,7 +83,9 @@ def frame_loop(
     frames, hiddens = [], []
     ended = False
     torch.manual_seed(seed)
+    bar = tqdm(total=max_frames, desc="tts", unit="frame", disable=not progress)
     for k in range(max_frames):
+        bar.update(1)
         x0 = torch.randn(1, flow.n_acoustic)  # the one draw per frame (fp32, CPU)
         frame = flow(h, x0, cfg_alpha)  # [1, 37] model format
         frames.append(frame[0].cpu())
@@ -81,6 +96,7 @@ def frame_loop(
             break
         if k + 1 < max_frames:  # the frame's summed code embeddings are the next position
             h = bb(bb.embed_codes(frame)[:, None], L + k, cache)[:, -1]
+    bar.close()
     return Generation(
         codes=torch.stack(frames),
         hidden=torch.stack(hiddens) if return_hidden else None,
@@ -161,6 +177,7 @@ class VoxtralTTS:
         stop_at_end: bool = True,
         return_hidden: bool = False,
         prompt: Prompt | None = None,
+        progress: bool = False,
     ) -> Generation:
         """Run the frame loop. ``stop_at_end=False`` keeps going after END frames (feeding them
         back) — for benchmarks and parity checks that need a fixed number of frames only."""
@@ -175,6 +192,7 @@ class VoxtralTTS:
             cfg_alpha,
             stop_at_end=stop_at_end,
             return_hidden=return_hidden,
+            progress=progress,
         )
         g.seconds = time.perf_counter() - t0
         return g
@@ -216,59 +234,4 @@ def synthesize_eval(
     return [model.generate(s, voice, seed + i, max_frames, cfg_alpha)[1] for i, s in enumerate(sentences)]
 
 
-# ------------------------------------------------------------------------------------------------ CLI
-
-
-def add_cli(subparsers) -> argparse.ArgumentParser:
-    """Register ``tts`` on an ``argparse`` subparsers object; the handler is ``args.func(args)``."""
-    p = subparsers.add_parser(
-        "tts",
-        help="speak text with a preset or cloned voice",
-        description="Generate speech with Voxtral-4B-TTS (no vLLM). --voice takes a preset name, "
-        "a voice .pt file, or a voxinv run directory (containing voice.pt).",
-    )
-    p.add_argument("--model", default=DEFAULT_REPO, help="model directory or Hugging Face repo id")
-    p.add_argument("--voice", required=True, help="preset name | voice .pt | run directory")
-    p.add_argument("--text", required=True, help="text to speak")
-    p.add_argument("--out", required=True, help="output .wav (24 kHz mono float32)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-frames", type=int, default=DEFAULT_MAX_FRAMES, help="12.5 frames per second")
-    p.add_argument("--cfg-alpha", type=float, default=1.2)
-    p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: auto = cuda if available)")
-    p.add_argument("--dtype", default=None, choices=sorted(DTYPES), help="default: bf16 on GPU, fp32 on CPU")
-    p.add_argument("--codes-out", default=None, help="also save raw codes [T, 37] (.safetensors)")
-    p.set_defaults(func=tts_main, handler=tts_main)
-    return p
-
-
-def tts_main(args: argparse.Namespace) -> int:
-    """Handler of the ``tts`` verb."""
-    from voxinv.audio import write_wav
-    from voxinv.voxtral.codes import save_codes
-
-    device = args.device if args.device not in (None, "auto") else ("cuda" if torch.cuda.is_available() else "cpu")
-    dtype = DTYPES[args.dtype] if args.dtype else None
-    tts = VoxtralTTS.from_pretrained(args.model, device=device, dtype=dtype)
-    g = tts.generate_codes(args.text, args.voice, args.seed, args.max_frames, args.cfg_alpha)
-    wav = tts.decode(g.codes)
-    out = write_wav(args.out, wav, tts.sampling_rate)
-    if args.codes_out:
-        save_codes(args.codes_out, to_raw(strip_end(g.codes)), seed=str(args.seed), text=args.text)
-    secs = g.n_audio_frames / tts.params.codec.frame_rate
-    stop = "END" if g.ended else f"max-frames {args.max_frames}"
-    print(f"{out}: {secs:.2f} s audio, {g.n_audio_frames} frames (stopped at {stop}), generated in {g.seconds:.1f} s")
-    return 0
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="voxinv-tts")
-    add_cli(parser.add_subparsers(dest="verb", required=True))
-    args = parser.parse_args(argv)
-    return args.func(args)
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
-
-
-__all__ = ["VoxtralTTS", "Generation", "synthesize_eval", "add_cli", "tts_main"]
+__all__ = ["VoxtralTTS", "Generation", "frame_cap", "synthesize_eval"]
