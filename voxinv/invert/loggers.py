@@ -129,6 +129,8 @@ def wandb_logger(
         name = (hc.job.override_dirname if hc else "") or out.name
     if group is None and hc is not None and hc.mode.name == "MULTIRUN":
         group = hc.job.config_name if hc.job.config_name != "config" else Path(hc.sweep.dir).name
+    if wandb.run is not None:  # left open by a job of this multirun that raised: close it as failed
+        wandb.finish(exit_code=1)
     id_file = out / WANDB_ID_FILE
     if resume and id_file.is_file():
         run_id = id_file.read_text().strip()
