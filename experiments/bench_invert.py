@@ -15,7 +15,8 @@ Rows (``mode``):
 
 ms/step is the wall time of ``--steps`` steps after ``--warmup`` steps, divided by ``--steps``
 (CUDA: synchronised only at the start and the end, so host/device overlap counts as it does in a
-run). Memory: peak growth during the timed steps (bench_codec.py's method: CUDA allocator peak, CPU
+run); "CPU ms/step" is the process's CPU time over the same steps (on a shared, loaded CPU the
+wall time mostly measures the other processes; with one torch thread CPU time does not). Memory: peak growth during the timed steps (bench_codec.py's method: CUDA allocator peak, CPU
 resident-set growth). The speaker term (GE2E) is left out of ``recipe``/``--loss recipe`` when its
 weights are not installed (stated in the output).
 
@@ -121,7 +122,7 @@ def time_module(s: Setup, warmup: int, steps: int) -> dict:
                 _sync(s.device)
                 marks["mem"] = peak_memory(s.device)
                 marks["mem_out"] = marks["mem"].__enter__()
-                marks["t0"] = time.perf_counter()
+                marks["t0"], marks["c0"] = time.perf_counter(), time.process_time()
 
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             if batch_idx == 0:
@@ -129,7 +130,7 @@ def time_module(s: Setup, warmup: int, steps: int) -> dict:
                 marks["first_step_s"] = time.perf_counter() - marks["t_first"]
             if batch_idx == warmup + steps - 1:
                 _sync(s.device)
-                marks["t1"] = time.perf_counter()
+                marks["t1"], marks["c1"] = time.perf_counter(), time.process_time()
                 marks["mem"].__exit__(None, None, None)
 
     kw = trainer_settings(cfg.trainer, s.device)
@@ -148,6 +149,7 @@ def time_module(s: Setup, warmup: int, steps: int) -> dict:
     trainer.fit(module, loader)
     return {
         "ms_per_step": 1e3 * (marks["t1"] - marks["t0"]) / steps,
+        "cpu_ms_per_step": 1e3 * (marks["c1"] - marks["c0"]) / steps,
         "first_step_s": marks["first_step_s"],
         "peak_mb": marks["mem_out"]["peak_mb"],
         "compile": loop["compile"],
@@ -176,12 +178,16 @@ def _bare_loop(s: Setup, objective, warmup: int, steps: int, noise: bool) -> dic
         step(i)
     _sync(s.device)
     with peak_memory(s.device) as mem:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         for i in range(warmup, warmup + steps):
             step(i)
         _sync(s.device)
-        t1 = time.perf_counter()
-    return {"ms_per_step": 1e3 * (t1 - t0) / steps, "peak_mb": mem["peak_mb"]}
+        t1, c1 = time.perf_counter(), time.process_time()
+    return {
+        "ms_per_step": 1e3 * (t1 - t0) / steps,
+        "cpu_ms_per_step": 1e3 * (c1 - c0) / steps,
+        "peak_mb": mem["peak_mb"],
+    }
 
 
 def time_bare(s: Setup, warmup: int, steps: int) -> dict:
@@ -279,7 +285,9 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seconds", nargs="+", type=float, default=[2.0, 10.0, 30.0])
     ap.add_argument("--restarts", nargs="+", type=int, default=[1, 16])
     ap.add_argument("--modes", nargs="+", default=["module", "bare", "recipe", "cd"])
-    ap.add_argument("--loss", default="stft+mel", help="loss group of the module/bare rows (recipe: the recipe's)")
+    ap.add_argument(
+        "--loss", default="stft+mel", help="loss group of the module/bare rows (recipe: experiment=seed_recipe's step)"
+    )
     ap.add_argument("--compile", default="auto", choices=["auto", "true", "false"], help="loop.compile")
     ap.add_argument("--compile-mode", default="default", help="loop.compile_mode (e.g. reduce-overhead)")
     ap.add_argument("--warmup", type=int, default=2)
@@ -317,10 +325,10 @@ def main(argv: list[str] | None = None) -> dict:
                     continue
                 loss = "recipe" if mode == "recipe" else args.loss
                 extra = [f"loss={loss}", f"batch={B}"]
-                if mode == "recipe":
+                if loss == "recipe":  # experiment=seed_recipe's step (Gumbel codes, its schedule and LR)
                     extra += ["codes=gumbel", "schedule=recipe", "optim.lr=0.1"]
-                    if B != 1:
-                        continue  # the recipe's script optimises one clip, one restart
+                if mode == "recipe" and B != 1:
+                    continue  # the recipe's script optimises one clip, one restart
                 cfg = compose(*overrides, *extra)
                 if cfg.loss.weights.get("spk", 0) > 0 and not spk_ok:
                     cfg.loss.weights.spk = 0.0
@@ -377,16 +385,17 @@ def main(argv: list[str] | None = None) -> dict:
 
 def table(rows: list[dict]) -> str:
     out = [
-        "| codec | dtype | mode | loss | audio (s) | restarts | ms/step | cd s/frame | first step (s) | peak mem (MB) |",
-        "|---|---|---|---|---:|---:|---:|---:|---:|---:|",
+        "| codec | dtype | mode | loss | audio (s) | restarts | ms/step | CPU ms/step | cd s/frame | first step (s) | peak mem (MB) |",
+        "|---|---|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         ms = f"{r['ms_per_step']:.1f}" if "ms_per_step" in r else "-"
+        cms = f"{r['cpu_ms_per_step']:.1f}" if "cpu_ms_per_step" in r else "-"
         cd = f"{r['s_per_frame']:.3f}" if "s_per_frame" in r else "-"
         first = f"{r['first_step_s']:.2f}" if "first_step_s" in r else "-"
         out.append(
             f"| {r['size']} | {r['dtype']} | {r['mode']}{' (compiled)' if r.get('compile') else ''} | {r['loss']} "
-            f"| {r['audio_s']:g} | {r['restarts']} | {ms} | {cd} | {first} | {r['peak_mb']:.0f} |"
+            f"| {r['audio_s']:g} | {r['restarts']} | {ms} | {cms} | {cd} | {first} | {r['peak_mb']:.0f} |"
         )
     return "\n".join(out)
 
