@@ -9,6 +9,8 @@ waveform ``[B, 1, 1920·T]`` at 24 kHz.
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -232,6 +234,65 @@ class Quantizer(nn.Module):
         return torch.cat([sem[:, None], ac], dim=1)
 
 
+# -------------------------------------------------------------------------------------------- encoder
+
+
+def encoder_windows(args: CodecArgs) -> list[int]:
+    """Attention window of each encoder stage, then the window the decoder's first stage starts from.
+
+    The window halves after each strided conv (16, 8, 4, 2 for the release; the decoder then
+    starts at 2 and doubles back up).
+    """
+    window, out = args.attn_sliding_window_size, []
+    for i in range(len(args.encoder_transformer_lengths)):
+        out.append(window)
+        if args.half_attn_window_upon_downsampling and args.encoder_convs_strides[i] > 1:
+            window //= 2
+    return out + [window]
+
+
+class CodecEncoder(nn.Module):
+    """The §11 encoder alone (``input_proj.*``, ``encoder_blocks.*``, release names, no prefix).
+
+    Trained by ``voxinv.train_encoder`` against a frozen decoder; :class:`VoxtralCodec` built
+    ``with_encoder=True`` holds the very same modules under the same names.
+    """
+
+    def __init__(self, args: CodecArgs):
+        super().__init__()
+        self.patch_size = args.pretransform_patch_size
+        lengths, kernels, strides = (
+            args.encoder_transformer_lengths,
+            args.encoder_convs_kernels,
+            args.encoder_convs_strides,
+        )
+        windows = encoder_windows(args)
+        blocks: list[nn.Module] = []
+        for i, n in enumerate(lengths):
+            blocks.append(Transformer(args, n, windows[i]))
+            last = i == len(lengths) - 1
+            if kernels[i] != 1 or strides[i] != 1 or last:
+                c_out = args.latent_dim if last else args.dim
+                blocks.append(CausalConv1d(args.dim, c_out, kernels[i], strides[i], pad_mode="replicate"))
+        self.input_proj = CausalConv1d(self.patch_size, args.dim, args.patch_proj_kernel_size)
+        self.encoder_blocks = nn.ModuleList(blocks)
+
+    def forward(self, wav: torch.Tensor) -> torch.Tensor:  # [B, 1, N] -> [B, 292, ceil(N/1920)]
+        return run_encoder(self.input_proj, self.encoder_blocks, self.patch_size, wav)
+
+
+def run_encoder(input_proj: nn.Module, blocks: nn.ModuleList, patch_size: int, wav: torch.Tensor) -> torch.Tensor:
+    """Patchify (zero-pad to whole patches) → ``input_proj`` → stages; ``[B, 1, N]`` → ``[B, 292, T]``."""
+    pad = (-wav.shape[-1]) % patch_size
+    x = F.pad(wav, (0, pad))
+    B = x.shape[0]
+    x = x.view(B, -1, patch_size).transpose(1, 2)  # [B, 240, N/240]
+    x = input_proj(x)
+    for block in blocks:
+        x = block(x)
+    return x
+
+
 # ---------------------------------------------------------------------------------------------- codec
 
 
@@ -251,28 +312,12 @@ class VoxtralCodec(nn.Module):
             raise NotImplementedError("only the released causal mono codec is supported")
         self.args = args
         self.patch_size = args.pretransform_patch_size
-        window = args.attn_sliding_window_size
 
-        # encoder (spec §11): windows 16, 8, 4, 2; its strides also fix the decoder's windows
-        enc: list[nn.Module] = []
-        lengths, kernels, strides = (
-            args.encoder_transformer_lengths,
-            args.encoder_convs_kernels,
-            args.encoder_convs_strides,
-        )
-        for i, n in enumerate(lengths):  # modules only if wanted; the window walk always runs
-            if with_encoder:
-                enc.append(Transformer(args, n, window))
-            last = i == len(lengths) - 1
-            if kernels[i] != 1 or strides[i] != 1 or last:
-                c_out = args.latent_dim if last else args.dim
-                if with_encoder:
-                    enc.append(CausalConv1d(args.dim, c_out, kernels[i], strides[i], pad_mode="replicate"))
-                if args.half_attn_window_upon_downsampling and strides[i] > 1:
-                    window //= 2
+        # encoder (spec §11): built only if wanted; its strides also fix the decoder's windows
         if with_encoder:
-            self.input_proj = CausalConv1d(self.patch_size, args.dim, args.patch_proj_kernel_size)
-            self.encoder_blocks = nn.ModuleList(enc)
+            enc = CodecEncoder(args)  # same attribute names here, so checkpoint names stay top-level
+            self.input_proj, self.encoder_blocks = enc.input_proj, enc.encoder_blocks
+        window = encoder_windows(args)[-1]
 
         # decoder (spec §6.2): conv, then per stage a transformer followed by an upsampling conv
         kernels, strides = args.decoder_convs_kernels, args.decoder_convs_strides
@@ -356,16 +401,10 @@ class VoxtralCodec(nn.Module):
         if not self.has_encoder:
             raise RuntimeError(
                 "this codec has no encoder weights (Mistral did not release them); "
-                "use voxinv.run to recover codes by optimization, or load a checkpoint with encoder tensors"
+                "use voxinv.run to recover codes by optimization, or load a checkpoint with encoder tensors "
+                "(or load_codec(..., encoder_path=encoder.safetensors) from python -m voxinv.train_encoder)"
             )
-        pad = (-wav.shape[-1]) % self.patch_size
-        x = F.pad(wav, (0, pad)).to(self.dtype)
-        B = x.shape[0]
-        x = x.view(B, -1, self.patch_size).transpose(1, 2)  # [B, 240, N/240]
-        x = self.input_proj(x)
-        for block in self.encoder_blocks:
-            x = block(x)
-        return x
+        return run_encoder(self.input_proj, self.encoder_blocks, self.patch_size, wav.to(self.dtype))
 
     def encode(self, wav: torch.Tensor) -> torch.Tensor:
         """Waveform ``[B, 1, N]`` → raw codes ``[B, 37, T]``."""
@@ -427,21 +466,52 @@ def codec_state_for_checkpoint(codec: VoxtralCodec) -> dict[str, torch.Tensor]:
     return unfold_weight_norm(state, conv_prefixes(codec))
 
 
+def load_encoder_tensors(path) -> dict[str, torch.Tensor]:
+    """A stand-alone encoder file (``encoder.safetensors``: ``input_proj.*``, ``encoder_blocks.*``,
+    no prefix, weight norm as ``parametrizations.weight.original{0,1}``), as ``load_codec`` merges it."""
+    from safetensors.torch import load_file
+
+    from voxinv.voxtral.checkpoint import CheckpointError
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise CheckpointError(
+            f"encoder file {p} does not exist; train one with `python -m voxinv.train_encoder` "
+            "(it writes encoder.safetensors in its run directory)"
+        )
+    tensors = load_file(str(p))
+    stray = [k for k in tensors if not k.startswith(ENCODER_PREFIXES)]
+    if stray or not tensors:
+        raise CheckpointError(
+            f"{p} is not an encoder file: expected only input_proj.* / encoder_blocks.* tensors"
+            + (f", found e.g. {', '.join(stray[:3])}" if stray else ", found none")
+        )
+    return tensors
+
+
 def load_codec(
     ckpt,  # voxinv.voxtral.checkpoint.Checkpoint (typed loosely to avoid an import cycle in tiny.py)
     *,
     dtype: torch.dtype = torch.float32,
     device: str | torch.device = "cpu",
     with_encoder: bool | None = None,
+    encoder_path: str | os.PathLike | None = None,
 ) -> VoxtralCodec:
     """Build the codec from a checkpoint, reading only ``audio_tokenizer.*`` tensors.
 
     ``with_encoder=None`` builds the encoder only if the checkpoint has its tensors (the release
-    does not). The semantic-table buffers keep the checkpoint's values exactly (cast to ``dtype``).
+    does not). ``encoder_path`` (an ``encoder.safetensors`` from ``voxinv.train_encoder``) supplies
+    the encoder tensors, replacing the checkpoint's own if it has any. The semantic-table buffers
+    keep the checkpoint's values exactly (cast to ``dtype``).
     """
     from voxinv.voxtral.checkpoint import check_state
 
     tensors = ckpt.load("audio_tokenizer.")
+    if encoder_path is not None:
+        if with_encoder is False:
+            raise ValueError("load_codec: encoder_path given with with_encoder=False")
+        tensors = {k: v for k, v in tensors.items() if not k.startswith(ENCODER_PREFIXES)}
+        tensors.update(load_encoder_tensors(encoder_path))
     has_enc = any(k.startswith(ENCODER_PREFIXES) for k in tensors)
     if with_encoder is None:
         with_encoder = has_enc
@@ -453,7 +523,9 @@ def load_codec(
         codec = VoxtralCodec(ckpt.params.codec, with_encoder=with_encoder)
     folded = fold_weight_norm(tensors)
     expected = {k: v.shape for k, v in codec.state_dict().items()}
-    check_state(expected, folded, where="audio_tokenizer")
+    check_state(
+        expected, folded, where="audio_tokenizer" if encoder_path is None else f"audio_tokenizer + {encoder_path}"
+    )
     codec.load_state_dict({k: v.to(dtype) for k, v in folded.items()}, assign=True)
     # non-persistent buffers were created on meta: rebuild them on the real device
     for m in codec.modules():
