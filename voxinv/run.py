@@ -171,8 +171,14 @@ def run(cfg: DictConfig, out: Path) -> dict:
                 found.append(cb)
                 init_info[f"restart{b}"] = st
             start = torch.stack(found)
+        elif cfg.init.kind == "encoder":
+            from voxinv.invert.encoder_init import encoder_init
+
+            codes0, st = encoder_init(ckpt, cfg.init.path, target.wav, device)
+            start = codes0[None].expand(int(cfg.batch), -1, -1)
+            init_info.update(st)
         else:
-            raise ValueError(f"init.kind={cfg.init.kind!r}: expected random, warm_start or coord_descent")
+            raise ValueError(f"init.kind={cfg.init.kind!r}: expected random, warm_start, coord_descent or encoder")
         params.set_codes(start, logit_margin=cfg.init.logit_margin)
         init_info["seconds"] = round(time.time() - t0, 3)
         log.info("init %s done in %.1f s", cfg.init.kind, init_info["seconds"])
