@@ -40,6 +40,7 @@ REFINE = {
     "coord_descent": lambda a: ["init=coord_descent", *a.cd],
 }
 ALONE = ("learned", "true")
+DEVICE = "cpu"
 
 
 def compose_cfg(clip: Path, seed: int, steps: int, extra: list[str]):
@@ -51,7 +52,7 @@ def compose_cfg(clip: Path, seed: int, steps: int, extra: list[str]):
         f"steps={steps}",
         "eval.which=[]",
         "trainer.enable_progress_bar=false",
-        "device=cpu",
+        f"device={DEVICE}",
     ]
     with initialize_config_dir(config_dir=R.CONF_DIR, version_base="1.3"):
         return compose("config", overrides=base + extra)
@@ -78,7 +79,10 @@ def main() -> None:
     ap.add_argument("--cd", default="init.sweeps=1,init.shortlist=16,init.gn_steps=1", help="coord_descent overrides")
     ap.add_argument("--out", default="outputs/encoder_eval/run")
     ap.add_argument("--report", default=None, help="markdown table to write (rows.json beside it)")
+    ap.add_argument("--device", default="cpu", help="cpu | cuda (runs and encoders)")
     a = ap.parse_args()
+    global DEVICE
+    DEVICE = a.device
     a.cd = [x for x in a.cd.split(",") if x]
     torch.set_num_threads(1)
     m = json.loads(Path(a.clips).read_text())
@@ -98,8 +102,11 @@ def main() -> None:
     )
 
     ckpt = Checkpoint(R.model_path(compose_cfg(clips[0][1], 0, 0, [])))
-    codec = load_codec(ckpt)
-    encoders = {"learned": encoder_codec(ckpt, a.encoder), "true": encoder_codec(ckpt, None)}
+    codec = load_codec(ckpt, device=a.device)
+    encoders = {
+        "learned": encoder_codec(ckpt, a.encoder, device=a.device),
+        "true": encoder_codec(ckpt, None, device=a.device),
+    }
     for cid, path, spk in clips:
         for method in methods:
             for seed in seeds if method not in ALONE else [0]:
@@ -111,7 +118,7 @@ def main() -> None:
                     t0 = time.time()
                     codes = encoder_codes(encoders[method], target.wav)
                     with torch.no_grad():
-                        rec = codec.decode(codes.T[None])[0, 0]
+                        rec = codec.decode(codes.T[None].to(a.device))[0, 0].cpu()
                     row = {"seconds": time.time() - t0, "run": None}
                 else:
                     cfg = compose_cfg(path, seed, a.steps, REFINE[method](a))
