@@ -66,7 +66,7 @@ def _check(cfg: DictConfig) -> None:
     assert cfg.model.name in ("tiny", "proxy") or cfg.model.path  # generated models need no path
     assert cfg.target.kind in ("file", "preset", "synthetic")
     assert cfg.codes.semantic in SEMANTIC_KINDS and cfg.codes.acoustic == "fsq_ste"
-    assert cfg.init.kind in ("random", "warm_start", "coord_descent")
+    assert cfg.init.kind in ("random", "warm_start", "coord_descent", "encoder")
     assert cfg.optim.name in ("adam", "adamw", "sgd")
     assert cfg.checkpoint_every == cfg.callbacks.checkpoint.every_n_train_steps
     assert set(cfg.loss.weights) <= set(KNOWN_TERMS), cfg.loss.weights
