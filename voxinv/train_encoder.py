@@ -531,8 +531,10 @@ def train(cfg: DictConfig, out: Path) -> dict:
     if n_items:
         trainer.fit(module, loader, val_loader, ckpt_path=resume)
     elif resume:
-        log.info("resume: %s already holds all %d steps", resume, int(cfg.steps))
-        module.load_state_dict(torch.load(resume, map_location="cpu", weights_only=False)["state_dict"])
+        log.info("resume: %s already holds all %d steps: exporting it", resume, int(cfg.steps))
+        state = torch.load(resume, map_location="cpu", weights_only=False)
+        module.load_state_dict(state["state_dict"])
+        module.on_load_checkpoint(state)
     if not trainer.is_global_zero:
         return {}
 
