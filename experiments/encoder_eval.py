@@ -23,7 +23,6 @@ from pathlib import Path
 
 import torch
 from hydra import compose, initialize_config_dir
-from voxinv.voxtral.proxy import envelope_correlation, mr_log_mel
 
 import voxinv.run as R
 from voxinv.audio import read_audio
@@ -31,6 +30,7 @@ from voxinv.eval.metrics import speaker_similarity
 from voxinv.invert.encoder_init import encoder_codec, encoder_codes
 from voxinv.voxtral.checkpoint import Checkpoint
 from voxinv.voxtral.codec import load_codec
+from voxinv.voxtral.proxy import envelope_correlation, mr_log_mel
 
 REFINE = {
     "learned+refine": lambda a: ["init=encoder", f"init.path={a.encoder}"],

@@ -31,7 +31,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from voxinv.invert.module import _Frozen
-from voxinv.run import CONF_DIR, DTYPES, make_logger, model_path, pick_device, resume_checkpoint
+from voxinv.run import CONF_DIR, DTYPES, model_path, pick_device, resume_checkpoint
 from voxinv.voxtral.codec import CodecEncoder, VoxtralCodec, load_encoder_tensors
 
 log = logging.getLogger("voxinv")
@@ -400,15 +400,17 @@ class EncoderModule(pl.LightningModule):
 class ValMedia(pl.Callback):
     """Validation audio (first crop: target + reconstruction): W&B panels, or wav files under media/."""
 
-    def __init__(self, kind: str, out: Path):
-        self.kind, self.out = kind, out
+    def __init__(self, out: Path):
+        self.out = out
 
     def on_validation_epoch_end(self, trainer, module):
         if trainer.sanity_checking or not trainer.is_global_zero or module.val_media is None:
             return
         x, y = module.val_media
         sr, step = module.frozen.codec.sampling_rate, trainer.global_step
-        if self.kind == "wandb":
+        from voxinv.invert.loggers import is_wandb
+
+        if is_wandb(trainer.logger):
             import wandb
 
             trainer.logger.experiment.log(
@@ -451,6 +453,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
     """Everything one training run does; returns metrics.json's content."""
     from pytorch_lightning.callbacks import ModelCheckpoint
 
+    from voxinv.invert.loggers import build_logger, is_wandb
     from voxinv.voxtral.checkpoint import Checkpoint
     from voxinv.voxtral.codec import load_codec
 
@@ -464,6 +467,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
             f"validation speakers {shared} are also in the training data: add them to data.exclude_speakers"
         )
     out.mkdir(parents=True, exist_ok=True)
+    cfg.paths.output_dir = str(out)  # the run directory (Hydra's, or the caller's) for paths.* / logger
     (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = pick_device(cfg.device)
@@ -506,10 +510,11 @@ def train(cfg: DictConfig, out: Path) -> dict:
 
         shutil.rmtree(out / "checkpoints")
     every = int(cfg.val_every)
+    logger = build_logger(cfg, resume=resume is not None)
     trainer = pl.Trainer(
         max_steps=int(cfg.steps),
         max_epochs=-1,
-        logger=make_logger(cfg, out),
+        logger=logger,
         callbacks=[
             ModelCheckpoint(
                 dirpath=str(out / "checkpoints"),
@@ -518,7 +523,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
                 save_top_k=0,
                 save_on_train_epoch_end=False,
             ),
-            ValMedia(cfg.logger.kind, out),
+            ValMedia(out),
         ],
         accelerator="gpu" if device.type == "cuda" else "cpu",
         gradient_clip_val=float(cfg.optim.grad_clip) or None,
@@ -572,7 +577,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
             c0 = reloaded.quantizer.encode(module.encoder(x[:, None].to(reloaded.dtype)))
         metrics["reload_codes_equal"] = bool(torch.equal(c0, c1))
     (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
-    if cfg.logger.kind == "wandb":
+    if is_wandb(logger):
         import wandb
 
         wandb.finish()
