@@ -7,7 +7,6 @@ from typing import Any
 
 import pytorch_lightning as pl
 import torch
-from pytorch_lightning.callbacks.progress.tqdm_progress import convert_inf
 
 from voxinv.invert import loggers as L
 
@@ -98,9 +97,14 @@ class StepsBar(pl.callbacks.TQDMProgressBar):
     def train_description(self) -> str:
         return "invert"
 
+    def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
+        # over all steps, also when resumed mid-epoch (no epoch start then: Lightning's bar shows "5/?")
+        super().on_train_start(trainer, *_)
+        self.train_progress_bar.reset(total=trainer.max_steps)
+        self.train_progress_bar.initial = int(trainer.global_step)
+
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:  # Lightning's renames it "Epoch 0"
-        self.train_progress_bar.reset(total=convert_inf(self.total_train_batches))
-        self.train_progress_bar.initial = 0
+        pass
 
     def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict:
         m = super().get_metrics(trainer, module)

@@ -35,10 +35,12 @@ def quiet_lightning() -> None:
     for name in ("pytorch_lightning", "lightning.pytorch", "lightning_fabric", "lightning.fabric"):
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", module=r"pytorch_lightning\.utilities\._pytree")
-    # the checkpoint holding the state after the step is what resume needs (tests/invert/test_run.py)
+    # the checkpoint holding the state after the step is what resume needs (tests/test_run.py: resume equals an uninterrupted run)
     warnings.filterwarnings("ignore", message="Using ModelCheckpoint with manual optimization")
     # the "data" is one fixed target and empty batches: there is no loader position to restore
     warnings.filterwarnings("ignore", message="You're resuming from a checkpoint that ended before the epoch ended")
+    # training scalars every trainer.log_every_n_steps; a run shorter than that still logs every evaluation
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller than the logging")
 
 
 # ------------------------------------------------------------------------------------------- CSV
