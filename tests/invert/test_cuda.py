@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_run import cfg_of  # noqa: E402  (tests/invert is on sys.path)
+from test_run import cfg_of  # noqa: E402  (tests/ is on sys.path: the directory of the rootdir conftest.py)
 
 import voxinv.run as R
 

@@ -9,7 +9,7 @@ import os
 import pytest
 import pytorch_lightning as pl
 import torch
-from test_run import _run, cfg_of  # noqa: E402  (tests/invert is on sys.path: pytest rootdir-less import)
+from test_run import _run, cfg_of  # noqa: E402  (tests/ is on sys.path: the directory of the rootdir conftest.py)
 
 import voxinv.run as R
 from voxinv.invert.module import loop_settings, trainer_settings
