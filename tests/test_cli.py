@@ -283,6 +283,15 @@ def test_pipeline_verbs_pass_their_arguments_through(verb, prog, capsys):
 
 
 @pytest.mark.usefixtures("restore_logging")
+def test_train_encoder_is_its_hydra_app(capsys):
+    """``voxinv train-encoder <overrides>`` = ``python -m voxinv.train_encoder`` (here: print its config)."""
+    argv = list(sys.argv)
+    assert cli.main(["train-encoder", "--cfg", "job", "seed=7"]) == 0
+    out = capsys.readouterr().out
+    assert "seed: 7" in out and "model:" in out and sys.argv == argv
+
+
+@pytest.mark.usefixtures("restore_logging")
 def test_invert_is_the_hydra_app(tmp_path, voxinv_cache, monkeypatch, capsys):
     """``voxinv invert <overrides>`` = ``python -m voxinv.run <overrides>`` (same config, same outputs)."""
     monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))

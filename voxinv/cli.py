@@ -1,7 +1,8 @@
 """``voxinv <verb>``: the one command line.
 
 Pipeline verbs (their own arguments passed through): ``invert`` (= ``python -m voxinv.run``, Hydra
-overrides, ``-m`` sweeps), ``eval`` (= ``python -m voxinv.eval``), ``e2e``, ``report``. Model tools:
+overrides, ``-m`` sweeps), ``eval`` (= ``python -m voxinv.eval``), ``e2e``, ``report``,
+``train-encoder`` (= ``python -m voxinv.train_encoder``). Model tools:
 ``decode`` (codes → WAV), ``voice2codes`` / ``voice2wav`` (a voice prompt → its codes / audio),
 ``make-tiny`` (seeded tiny checkpoint), ``register-voice`` (servable overlay directory), ``tts``.
 
@@ -240,15 +241,17 @@ PASS_THROUGH = {
     "eval": ("voxinv.eval.__main__", "evaluate run directories (PESQ, STOI, DNSMOS, speaker, WER)"),
     "e2e": ("voxinv.eval.e2e", "end-to-end: speak with a cloned voice and score it"),
     "report": ("voxinv.eval.report", "aggregate sweeps into report.md + plots (+ W&B)"),
+    "train-encoder": ("voxinv.train_encoder", "learn a codec encoder against the frozen decoder (Hydra overrides)"),
 }
+HYDRA_APPS = ("invert", "train-encoder")  # they read sys.argv (overrides, -m, --cfg job, --help)
 
 
 def cmd_pass_through(args: argparse.Namespace) -> int:
     import importlib
 
     module = importlib.import_module(PASS_THROUGH[args.command][0])
-    if args.command == "invert":  # a Hydra app reads sys.argv
-        argv, sys.argv = sys.argv, [f"{PROG} invert", *args.args]
+    if args.command in HYDRA_APPS:
+        argv, sys.argv = sys.argv, [f"{PROG} {args.command}", *args.args]
         try:
             module.main()
         finally:
