@@ -12,7 +12,7 @@ TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download
 install:
 	@$(PY) -c "import torch, torchaudio" 2>/dev/null && echo "keeping the installed torch" || \
 	  $(PY) -m pip install "torch>=2.4" "torchaudio>=2.4" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
-	$(PY) -m pip install -e ".[dev,eval]"
+	$(PY) -m pip install -e ".[dev,eval,wandb]"
 	$(PY) -m pip install --no-deps resemblyzer
 
 test:
