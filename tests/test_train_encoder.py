@@ -188,3 +188,27 @@ def test_bad_data_is_one_clear_error(audio, tmp_path):
         TE.train(cfg_of(audio, f"val.sources=[{audio / 'train_a'}]"), tmp_path / "c")
     with pytest.raises(ValueError, match="no recordings left"):
         TE.train(cfg_of(audio, "data.exclude_speakers=[train_a,train_b]"), tmp_path / "d")
+
+
+@pytest.mark.slow
+def test_ddp_two_cpu_processes(audio, tmp_path, voxinv_cache):
+    """``trainer.devices=2`` on the CPU: Lightning's DDP (gloo) through the Hydra entry point (~1 min)."""
+    import os
+    import subprocess
+    import sys
+
+    out = tmp_path / "ddp"
+    env = {**os.environ, "VOXINV_CACHE": str(voxinv_cache), "OMP_NUM_THREADS": "1"}
+    args = [f"{k}={v}" for k, v in FAST.items()] + [
+        f"data.sources=[{audio / 'train_a'},{audio / 'train_b'}]",
+        f"val.sources=[{audio / 'heldout'}]",
+        "steps=4",
+        "batch_size=2",
+        "trainer.devices=2",
+        "trainer.strategy=ddp",
+        f"hydra.run.dir={out}",
+    ]
+    r = subprocess.run([sys.executable, "-m", "voxinv.train_encoder", *args], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
+    m = json.loads((out / "metrics.json").read_text())
+    assert m["devices"] == 2 and m["steps"] == 4 and m["reload_codes_equal"] is True
