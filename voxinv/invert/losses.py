@@ -16,6 +16,8 @@ import torch.nn.functional as F
 import torchaudio
 from torch import nn
 
+from voxinv.eval.metrics.signal import MultiScaleLogMel
+
 WAVE_TERMS = ("l1", "stft", "mel", "mfcc", "spk")
 KNOWN_TERMS = WAVE_TERMS + ("prior", "commit")
 
@@ -76,24 +78,8 @@ class MultiResSTFT(nn.Module):
         return out / len(self.loss.stft_losses)
 
 
-class MultiScaleMel(nn.Module):
-    def __init__(self, sr: int, fft_sizes: Sequence[int], n_mels: int = 80, hop_ratio: float = 0.25, eps: float = 1e-5):
-        super().__init__()
-        self.mels = nn.ModuleList(
-            torchaudio.transforms.MelSpectrogram(
-                sample_rate=sr, n_fft=n, hop_length=max(1, int(n * hop_ratio)), n_mels=n_mels, power=1.0
-            )
-            for n in fft_sizes
-        )
-        self.eps = eps
-
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
-        out = 0.0
-        for mel in self.mels:  # one transform per scale for all restarts; the target without a graph
-            with torch.no_grad():
-                mx = torch.log(mel(x[None].to(y.dtype)) + self.eps)  # [1, n_mels, frames]
-            out = out + (torch.log(mel(y) + self.eps) - mx).abs().mean((-1, -2))
-        return out / len(self.mels)
+# the `mel` term and the `mel` metric are one definition (log(mel + eps), see voxinv.eval.metrics.signal)
+MultiScaleMel = MultiScaleLogMel
 
 
 class MFCCLoss(nn.Module):
