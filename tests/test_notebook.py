@@ -45,7 +45,20 @@ def test_tiny_sweep_is_multirun_shaped(tiny_sweep: Path) -> None:
     assert all(len(r.history) == 3 for r in runs)  # steps 0, 1, 2
 
 
+def _coloured_fraction(png_b64: str) -> float:
+    """Share of pixels with visible colour: an empty axes (white, black and grey text) has none."""
+    import base64
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(base64.b64decode(png_b64))) as im:
+        return float((np.asarray(im.convert("HSV"))[..., 1] > 60).mean())
+
+
 def test_analysis_notebook_runs(tiny_sweep: Path, tmp_path: Path, monkeypatch) -> None:
+    """Executed as a user would (the kernel's inline backend, no MPLBACKEND): every figure has content."""
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
     pytest.importorskip("ipykernel", reason="pip install ipykernel (the notebook test runs a python3 kernel)")
@@ -53,8 +66,16 @@ def test_analysis_notebook_runs(tiny_sweep: Path, tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("VOXINV_SWEEP", str(tiny_sweep))
     monkeypatch.setenv("VOXINV_REPORT_OUT", str(out))
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.delenv("MPLBACKEND", raising=False)  # Agg would hide figures that inline shows
     nb = nbformat.read(NOTEBOOK, as_version=4)
+    # after the notebook: which backend drew, and what the last (scatter) figure holds
+    nb.cells.append(
+        nbformat.v4.new_code_cell(
+            "import matplotlib\n"
+            "print('backend:', matplotlib.get_backend())\n"
+            "print('scatter points:', sum(len(c.get_offsets()) for c in ax.collections))"
+        )
+    )
     t0 = time.time()
     nbclient.NotebookClient(
         nb, timeout=60, kernel_name="python3", resources={"metadata": {"path": str(REPO)}}
@@ -64,6 +85,11 @@ def test_analysis_notebook_runs(tiny_sweep: Path, tmp_path: Path, monkeypatch) -
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "2 runs, 2 configurations" in text
+    assert "backend: module://matplotlib_inline.backend_inline" in text
+    assert "scatter points: 2" in text  # one point per run
     assert any("text/markdown" in o.get("data", {}) for o in outputs)  # the table
-    assert sum("image/png" in o.get("data", {}) for o in outputs) >= 3  # curves, code accuracy, spectrograms
+    pngs = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
+    assert len(pngs) == 4  # curves, code accuracy, spectrograms, quality vs compute
+    fractions = [_coloured_fraction(p) for p in pngs]
+    assert min(fractions) > 1e-4, fractions  # every figure draws data, none is an empty frame
     assert (out / "curves.png").is_file() and (out / "spectrograms.png").is_file()

@@ -1,4 +1,4 @@
-"""``python -m voxinv.report SWEEP_DIR [SWEEP_DIR …] [--out DIR] [--group-by KEYS]``: see :mod:`voxinv.eval.report`."""
+"""``python -m voxinv.report SWEEP_DIR [SWEEP_DIR …] [--out DIR] [--group-by KEYS]``: see :mod:`voxinv.eval.report.cli`."""
 
 from __future__ import annotations
 

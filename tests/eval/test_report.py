@@ -17,6 +17,14 @@ from voxinv.eval import report as R
 SR = 24000
 
 
+def md_table(md: str) -> tuple[list[str], list[dict[str, str]]]:
+    """The first pipe table in ``md`` → (headers, one {header: cell} per row), cells stripped."""
+    lines = [ln.strip() for ln in md.splitlines() if ln.strip().startswith("|")]
+    split = [[c.strip() for c in ln.strip("|").split("|")] for ln in lines]
+    head, body = split[0], [r for r in split[1:] if not set("".join(r)) <= set(":-")]
+    return head, [dict(zip(head, r)) for r in body]
+
+
 def make_run(
     d: Path,
     *,
@@ -168,14 +176,15 @@ def test_markdown_sorted_with_ceiling(sweep: Path) -> None:
     groups, _ = R.group_runs(R.find_runs([sweep]))
     stats = R.aggregate(groups)
     md = R.markdown_table(stats, "si_sdr", ceilings=R.ceiling_rows([r for g in groups.values() for r in g]))
-    lines = md.splitlines()
-    assert lines[0].startswith("| config | n | **SI-SDR dB** ↑ | mel ↓ |")
-    assert lines[2].startswith("| `loss=mel` | 2 | 11.00 ± 1.41 |")
-    assert lines[3].startswith("| `loss=stft` | 3 | 2.33 ± 1.53 |")
-    assert "*ceiling: the true codes' own decode" in lines[4] and "| ∞ |" in lines[4]
+    head, rows = md_table(md)
+    assert head[:4] == ["config", "n", "**SI-SDR dB** ↑", "mel ↓"]  # sort column bold, arrows say better
+    assert [r["config"] for r in rows[:2]] == ["`loss=mel`", "`loss=stft`"]  # best SI-SDR first
+    assert (rows[0]["n"], rows[0]["**SI-SDR dB** ↑"]) == ("2", "11.00 ± 1.41")
+    assert (rows[1]["n"], rows[1]["**SI-SDR dB** ↑"]) == ("3", "2.33 ± 1.53")
+    assert rows[2]["config"].startswith("*ceiling: the true codes' own decode") and rows[2]["**SI-SDR dB** ↑"] == "∞"
     # ascending metrics sort ascending
-    by_mel = R.markdown_table(stats, "mel").splitlines()
-    assert by_mel[2].startswith("| `loss=mel` |")
+    _, by_mel = md_table(R.markdown_table(stats, "mel"))
+    assert by_mel[0]["config"] == "`loss=mel`"
     assert R.sort_stats(stats, "wall_s")[0].n in (2, 3)
     assert R.winners(stats)["si_sdr"] == ("loss=mel", pytest.approx(11.0))
 
@@ -187,8 +196,9 @@ def test_paired_differences_match_targets(sweep: Path) -> None:
     assert row["label"] == "loss=mel" and row["n"] == 2
     assert row["mean"]["si_sdr"] == pytest.approx(9.5) and row["std"]["si_sdr"] == pytest.approx(math.sqrt(0.5))
     assert row["better"]["si_sdr"] == 2 and row["better"]["mel"] == 2  # mel 0.05 < 0.1: lower is better
-    md = R.paired_table([row], "loss=stft")
-    assert "| `loss=mel` | 2 | +9.50 ± 0.71 (2/2) |" in md
+    _, (cells,) = md_table(R.paired_table([row], "loss=stft"))
+    assert cells["config − `loss=stft`"] == "`loss=mel`" and cells["pairs"] == "2"
+    assert cells["Δ SI-SDR dB"] == "+9.50 ± 0.71 (2/2)"
     with pytest.raises(R.ReportError, match="not a configuration"):
         R.paired_differences(groups, "loss=nope")
 
@@ -217,13 +227,41 @@ def test_write_report_files_and_cli(sweep: Path, tmp_path: Path, capsys) -> None
     assert R.main([str(sweep), "--out", str(out2), "--sort", "mel", "--no-plots", "--baseline", "loss=stft"]) == 0
     assert "Paired against `loss=stft`" in (out2 / "report.md").read_text()
     assert (out2 / "report.md").is_file() and not (out2 / "curves.png").exists()
-    assert "| `loss=mel` | 2 |" in capsys.readouterr().out
+    _, rows = md_table(capsys.readouterr().out)
+    assert (rows[0]["config"], rows[0]["n"]) == ("`loss=mel`", "2")  # --sort mel: lower mel first
 
     empty = tmp_path / "empty"
     empty.mkdir()
     assert R.main([str(empty)]) == 2
     assert "no runs" in capsys.readouterr().err
     assert R.main([str(sweep), "--sort", "bogus", "--out", str(tmp_path / "x")]) == 2
+
+
+def test_figures_are_legible(sweep: Path, tmp_path: Path) -> None:
+    """≥ 9-pt text everywhere, chance lines on code accuracy, dB colour bars, 150 dpi PNGs."""
+    from matplotlib.text import Text
+    from PIL import Image
+
+    stats = R.aggregate(R.group_runs(R.find_runs([sweep]))[0])
+    curves, code, spec = (
+        R.curves_figure(stats),
+        R.curves_figure(stats, R.CODE_CURVE_METRICS),
+        R.spectrogram_figure(stats),
+    )
+    for fig in (curves, code, spec):
+        fig.draw_without_rendering()  # creates the tick labels
+        sizes = [t.get_fontsize() for t in fig.findobj(Text) if t.get_text().strip() and t.get_visible()]
+        assert sizes and min(sizes) >= 9
+    for ax, chance in zip(code.axes, (100 / 8192, 100 / 21)):  # semantic, acoustic
+        (line,) = [ln for ln in ax.get_lines() if ln.get_label().startswith("chance")]
+        assert line.get_ydata()[0] == pytest.approx(chance)
+    assert not [ln for ax in curves.axes for ln in ax.get_lines() if ln.get_label().startswith("chance")]
+    labels = {ax.get_ylabel() for ax in spec.axes}
+    assert {"level, dB", "reconstruction − target, dB"} <= labels
+    png = R.plot_curves(stats, tmp_path / "c.png")
+    with Image.open(png) as im:
+        assert im.info["dpi"] == pytest.approx((R.DPI, R.DPI), abs=0.5) and R.DPI >= 150
+        assert im.width >= 1500  # two panels at 5.5 in each
 
 
 def test_wandb_offline_is_skipped_with_a_message(sweep: Path, tmp_path: Path, capsys, monkeypatch) -> None:

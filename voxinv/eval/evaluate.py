@@ -8,27 +8,12 @@ transcript for WER. ``python -m voxinv.eval`` is the CLI.
 from __future__ import annotations
 
 import json
-import math
 from pathlib import Path
 from typing import Any
 
 from voxinv import rundir
+from voxinv.eval.formats import EVAL_COLUMNS, METRIC, fmt
 from voxinv.eval.metrics import ALL_GROUPS, ASR_ENGINES, SPK_GRADERS, SR, code_recovery, evaluate_pair
-
-TABLE = (  # (key, header, format) in print order; columns absent from every run are dropped
-    ("si_sdr", "SI-SDR", "{:.2f}"),
-    ("mrstft", "MRSTFT", "{:.3f}"),
-    ("mel", "mel", "{:.3f}"),
-    ("pesq", "PESQ", "{:.2f}"),
-    ("stoi", "STOI", "{:.3f}"),
-    ("estoi", "eSTOI", "{:.3f}"),
-    ("dnsmos_ovrl", "DNSMOS", "{:.2f}"),
-    ("spk_sim", "spk", "{:.3f}"),
-    ("wer", "WER", "{:.2f}"),
-    ("code_sem_acc", "sem%", "{:.1f}"),
-    ("code_ac_acc", "ac%", "{:.1f}"),
-    ("code_emb_cos", "embcos", "{:.3f}"),
-)
 
 
 class RunError(RuntimeError):
@@ -143,17 +128,13 @@ def evaluate_run(
 
 
 def format_table(results: dict[str, dict]) -> str:
-    """A compact fixed-width table: one row per run, the headline metrics as columns."""
-    cols = [(k, h, f) for k, h, f in TABLE if any(k in r for r in results.values())]
-    names = list(results)
-    w0 = max([3] + [len(n) for n in names])
-    rows = [["run".ljust(w0)] + [h for _, h, _ in cols]]
-    for n in names:
-        r = results[n]
-        cells = []
-        for k, _, f in cols:
-            v = r.get(k)
-            cells.append("-" if not isinstance(v, int | float) or math.isnan(v) else f.format(v))
-        rows.append([n.ljust(w0)] + cells)
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.rjust(w) if i else c for i, (c, w) in enumerate(zip(row, widths))) for row in rows)
+    """A compact fixed-width table: one row per run, the headline metrics (:data:`EVAL_COLUMNS`) as columns."""
+    import pandas as pd
+
+    cols = [k for k in EVAL_COLUMNS if any(k in r for r in results.values())]
+    df = pd.DataFrame(
+        [[fmt(k, r.get(k)) for k in cols] for r in results.values()],
+        index=pd.Index(list(results), name="run"),
+        columns=[METRIC[k].header for k in cols],
+    )
+    return df.to_string(index_names=False) if cols else "\n".join(["run", *results])

@@ -130,7 +130,7 @@ def make_proxy(out_dir: str | Path, assets: str | Path | None = None, *, seed: i
 
 def mr_log_mel(ref: torch.Tensor, est: torch.Tensor, sr: int = 24000) -> float:
     """Multi-resolution log-mel L1 in log10 units: :func:`voxinv.eval.log_mel_distance` / ln 10
-    (80 mels, n_fft 512/1024/2048, hop n_fft/4, magnitudes clamped at 1e-5). Equal-length ``[N]``."""
+    (80 mels, n_fft 512/1024/2048, hop n_fft/4, log(mel + 1e-5)). Equal-length ``[N]``."""
     import math
 
     from voxinv.eval import log_mel_distance

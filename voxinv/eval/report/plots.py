@@ -1,0 +1,224 @@
+"""Report figures, legible at a glance: 150 dpi, ≥ 9-pt text, dB colour bars, chance lines on code accuracy.
+
+Figures are built with matplotlib's object API (``Figure``), never pyplot's global state, so library
+code leaves the backend to the caller (a notebook's inline backend, ``MPLBACKEND``, …).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from voxinv import rundir
+from voxinv.eval.formats import CHANCE, METRIC
+from voxinv.eval.report.runs import Run, _is_num
+from voxinv.eval.report.stats import GroupStats, sort_stats
+
+DPI = 150
+FONT = 10  # pt; ticks and legends one smaller, never below 9
+STYLE = {
+    "font.size": FONT,
+    "axes.titlesize": FONT,
+    "axes.labelsize": FONT,
+    "xtick.labelsize": FONT - 1,
+    "ytick.labelsize": FONT - 1,
+    "legend.fontsize": FONT - 1,
+    "figure.titlesize": FONT + 1,
+}
+CURVE_METRICS = ("si_sdr", "mel")
+CODE_CURVE_METRICS = ("code_sem_acc", "code_ac_acc")
+LOG_METRICS = ("mel", "mrstft")
+SPEC_FLOOR_DB = 80  # spectrogram colour range below the loudest bin
+DIFF_DB = 20  # difference plots clip at ± this
+
+
+def _figure(**kw):
+    import matplotlib
+    from matplotlib.figure import Figure
+
+    with matplotlib.rc_context(STYLE):
+        return Figure(layout="constrained", **kw)
+
+
+def _save_png(fig, path: str | Path, dpi: int = DPI) -> Path:
+    """Save ``fig`` as a 256-colour palette PNG (a few times smaller than RGBA; reports are committed)."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=dpi, format="png")
+    buf.seek(0)
+    img = Image.open(buf).convert("RGB").quantize(256)
+    return rundir.atomic_write(path, lambda tmp: img.save(tmp, format="PNG", optimize=True, dpi=(dpi, dpi)))
+
+
+def _curve(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Steps, mean and sample std (0 for one run) over runs of ``history[*][key]`` (steps any run logged)."""
+    pts = [
+        (int(h["step"]), float(h[key]))
+        for r in runs
+        for h in r.history
+        if _is_num(h.get(key)) and _is_num(h.get("step")) and math.isfinite(h[key])
+    ]
+    if not pts:
+        return None
+    g = pd.DataFrame(pts, columns=["step", "v"]).groupby("step")["v"]  # sorted by step
+    m, sd = g.mean(), g.std(ddof=1).fillna(0.0)
+    return m.index.to_numpy(), m.to_numpy(), sd.to_numpy()
+
+
+def curves_figure(stats: Sequence[GroupStats], keys: Sequence[str] = CURVE_METRICS, title: str = ""):
+    """Metric-vs-step curves per configuration (mean over seeds, ±1 std band); None if no history.
+
+    The history holds the codes at each evaluation step; the exported codes are the best of those by
+    the objective, so the table can beat the last point of a curve. Code accuracies get their chance
+    level as a dashed line.
+    """
+    keys = [k for k in keys if any(_curve(s.runs, k) is not None for s in stats)]
+    if not keys:
+        return None
+    import matplotlib
+
+    fig = _figure(figsize=(5.5 * len(keys), 4.2))
+    with matplotlib.rc_context(STYLE):
+        axes = fig.subplots(1, len(keys), squeeze=False)[0]
+        colors = matplotlib.rcParams["axes.prop_cycle"].by_key()["color"]
+        for ax, k in zip(axes, keys):
+            for i, s in enumerate(stats):
+                c = _curve(s.runs, k)
+                if c is None:
+                    continue
+                x, m, sd = c
+                col = colors[i % len(colors)]
+                ax.plot(x, m, label=s.label, color=col, lw=1.8, ls="-" if i < len(colors) else "--", marker=".")
+                lo, hi = m - sd, m + sd
+                if k.endswith("_acc"):  # percentages: keep the band inside [0, 100]
+                    lo, hi = np.clip(lo, 0, 100), np.clip(hi, 0, 100)
+                if k in LOG_METRICS:  # log axis: a band reaching 0 would fill the whole plot
+                    lo = np.maximum(lo, m / 3)
+                ax.fill_between(x, lo, hi, color=col, alpha=0.15 if len(stats) <= 4 else 0.07, lw=0)
+            if k in CHANCE:
+                ax.axhline(CHANCE[k], color="0.35", ls=":", lw=1.5, label=f"chance {CHANCE[k]:.2g} %")
+                ax.set_ylim(-3, 103)
+            ax.set_xlabel("step")
+            ax.set_ylabel((METRIC[k].header if k in METRIC else k) + " (codes at step)")
+            if k in LOG_METRICS:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
+            ax.legend(loc="best")
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def plot_curves(
+    stats: Sequence[GroupStats], path: str | Path, keys: Sequence[str] = CURVE_METRICS, title: str = ""
+) -> Path | None:
+    """:func:`curves_figure` → PNG; None if no history."""
+    fig = curves_figure(stats, keys, title)
+    return None if fig is None else _save_png(fig, path)
+
+
+def plot_code_accuracy(stats: Sequence[GroupStats], path: str | Path, title: str = "") -> Path | None:
+    """Semantic and acoustic code accuracy vs step per configuration (oracle targets) → PNG."""
+    return plot_curves(stats, path, CODE_CURVE_METRICS, title)
+
+
+def _spec_db(wav, n_fft: int = 512, hop: int = 256) -> np.ndarray:
+    import torch
+
+    w = torch.as_tensor(wav).float().reshape(-1)
+    s = torch.stft(w, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
+    return (20 * torch.log10(s + 1e-6)).numpy()  # [freq, frames]
+
+
+def spectrogram_figure(stats: Sequence[GroupStats], sort_by: str = "si_sdr", sr: int = 24000, title: str = ""):
+    """Target + each configuration's reconstruction of it (left, one dB colour scale) and the difference
+    reconstruction − target in dB (right, ± 20 dB); None when no run has audio.
+
+    The target is that of the best run overall (by ``sort_by``); each row shows the configuration's
+    best run on that target (its own best target, labelled, if it has none on it).
+    """
+    import matplotlib
+
+    from voxinv.audio import read_audio
+
+    def best_run(runs: Sequence[Run]) -> Run | None:
+        have = [r for r in runs if all((r.path / f).is_file() for f in rundir.AUDIO_FILES)]
+        if not have:
+            return None
+        hb = METRIC[sort_by].higher_better if sort_by in METRIC else True
+        return sorted(have, key=lambda r: -(r.values().get(sort_by, -math.inf) * (1 if hb else -1)))[0]
+
+    ordered = sort_stats(stats, sort_by)
+    top = best_run([r for s in ordered for r in s.runs])
+    if top is None:
+        return None
+    tname = top.target
+    target = _spec_db(read_audio(top.path / rundir.TARGET, sr))
+    rows: list[tuple[str, np.ndarray, np.ndarray | None]] = [(f"target {tname}", target, None)]
+    for s in ordered:
+        r = best_run([r for r in s.runs if r.target == tname]) or best_run(s.runs)
+        if r is None:
+            continue
+        v = r.values()
+        extra = f" — SI-SDR {v['si_sdr']:.1f} dB" if "si_sdr" in v else ""
+        extra += f", ac {v['code_ac_acc']:.0f} %" if "code_ac_acc" in v else ""
+        other = "" if r.target == tname else f" [target {r.target}]"
+        rec = _spec_db(read_audio(r.path / rundir.RECONSTRUCTION, sr))
+        ref = target if r.target == tname else _spec_db(read_audio(r.path / rundir.TARGET, sr))
+        n = min(rec.shape[1], ref.shape[1])
+        rows.append((f"{s.label} (seed {r.seed}){extra}{other}", rec, rec[:, :n] - ref[:, :n]))
+    vmax = max(float(s.max()) for _, s, _ in rows)
+    ext = (0, target.shape[1] * 256 / sr, 0, sr / 2000)
+    fig = _figure(figsize=(11, 1.0 + 1.7 * len(rows)))
+    with matplotlib.rc_context(STYLE):
+        axes = fig.subplots(len(rows), 2, sharex=True, squeeze=False)
+        im = imd = None
+        for (name, spec, diff), (ax, axd) in zip(rows, axes):
+            im = ax.imshow(
+                spec,
+                origin="lower",
+                aspect="auto",
+                vmin=vmax - SPEC_FLOOR_DB,
+                vmax=vmax,
+                extent=ext,
+                interpolation="nearest",
+            )
+            ax.set_title(name, loc="left", fontsize=9)
+            ax.set_ylabel("kHz")
+            if diff is None:
+                axd.axis("off")
+                axd.text(0.0, 0.5, f"right: reconstruction − target, dB\n(white = equal, ±{DIFF_DB} dB clipped)")
+                continue
+            imd = axd.imshow(
+                diff,
+                origin="lower",
+                aspect="auto",
+                cmap="RdBu_r",
+                vmin=-DIFF_DB,
+                vmax=DIFF_DB,
+                extent=ext,
+                interpolation="nearest",
+            )
+        axes[-1, 0].set_xlabel("s")
+        axes[-1, 1].set_xlabel("s")
+        fig.colorbar(im, ax=axes[:, 0].tolist(), aspect=30, pad=0.01).set_label("level, dB")
+        if imd is not None:
+            fig.colorbar(imd, ax=axes[:, 1].tolist(), aspect=30, pad=0.01).set_label("reconstruction − target, dB")
+        if title:
+            fig.suptitle(title)
+    return fig
+
+
+def plot_spectrograms(
+    stats: Sequence[GroupStats], path: str | Path, sort_by: str = "si_sdr", sr: int = 24000, title: str = ""
+) -> Path | None:
+    """:func:`spectrogram_figure` → PNG; None when no run has audio."""
+    fig = spectrogram_figure(stats, sort_by, sr, title)
+    return None if fig is None else _save_png(fig, path)
