@@ -113,3 +113,29 @@ class StepsBar(pl.callbacks.TQDMProgressBar):
         if hist:
             m["si_sdr"] = f"{hist[-1]['si_sdr']:.2f}"
         return m
+
+
+def evals_since_improvement(objectives: list[float], min_rel_delta: float) -> int:
+    """Evaluations since the last one that beat every earlier objective by more than ``min_rel_delta``
+    (relative). The first evaluation counts as an improvement."""
+    best, last = float("inf"), 0
+    for i, v in enumerate(objectives):
+        if i == 0 or v < best - abs(best) * min_rel_delta:
+            best, last = v, i
+    return len(objectives) - 1 - last
+
+
+class EarlyStop(pl.Callback):
+    """Stop when the discrete objective (``module.history``, one entry per evaluation) has not improved
+    by more than ``min_rel_delta`` for ``patience`` evaluations. Stateless (read from the history), so
+    a resumed run stops where an uninterrupted one would."""
+
+    def __init__(self, patience: int, min_rel_delta: float):
+        self.patience, self.min_rel_delta = int(patience), float(min_rel_delta)
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        if self.patience <= 0 or not module.history:
+            return
+        objs = [h["objective"] for h in module.history]
+        if evals_since_improvement(objs, self.min_rel_delta) >= self.patience:
+            trainer.should_stop = True
