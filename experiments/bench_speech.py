@@ -220,14 +220,15 @@ def _ms(v) -> str:
     return f"{np.mean(v):.4f} ± {np.std(v, ddof=1):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
 
 
-def time_to(curve: list, level: float) -> float | None:
-    """First wall time at which the running best mrmel (by the run's objective) is ≤ ``level``."""
+def time_to(curve: list, level: float) -> tuple[float, int] | None:
+    """First (wall time, evaluation index) at which the running best mrmel (by the run's objective)
+    is ≤ ``level``."""
     best_obj, best_mel = math.inf, math.inf
-    for t, mel, obj in curve:
+    for i, (t, mel, obj) in enumerate(curve):
         if obj < best_obj:  # the exported codes are the best by the objective, not by mrmel
             best_obj, best_mel = obj, mel
         if best_mel <= level:
-            return t
+            return t, i
     return None
 
 
@@ -326,29 +327,37 @@ def cmd_report(args) -> int:
             )
     if args.recipe in set(df.variant):
         lines += ["", f"## Time to `{args.recipe}`'s final quality (same clip and seed)", ""]
-        lines.append("| variant | n | reached | speed-up (recipe wall / time to reach), median | ends better |")
-        lines.append("|---|--:|--:|--:|--:|")
+        lines.append(
+            "| variant | n | reached | wall speed-up, median (recipe's wall / wall to reach) "
+            "| step speed-up, median (recipe's steps / steps to reach) | ends better |"
+        )
+        lines.append("|---|--:|--:|--:|--:|--:|")
         rec = df[df.variant == args.recipe].set_index(["clip", "seed"])
         for v, g in df.groupby("variant", sort=False):
             if v == args.recipe:
                 continue
-            sp, better, n = [], 0, 0
+            sp, ssp, better, n = [], [], 0, 0
             for r in g.itertuples():
                 if (r.clip, r.seed) not in rec.index:
                     continue
                 n += 1
                 ref = rec.loc[(r.clip, r.seed)]
-                t = time_to(r.curve, float(ref.mrmel))
-                if t is not None:  # both times on the same clock: init + optimisation seconds
+                hit = time_to(r.curve, float(ref.mrmel))
+                if hit is not None:  # both times on the same clock: init + optimisation seconds
+                    t, i = hit
                     sp.append(float(ref.curve[-1][0]) / max(t, 1e-3))
+                    step = i * r.steps / (len(r.curve) - 1)  # evaluations are evenly spaced from step 0
+                    ssp.append(float(ref.steps) / max(step, 1.0))
                 better += int(r.mrmel < ref.mrmel)
             if n:
                 med = f"{np.median(sp):.1f}×" if sp else "–"
-                lines.append(f"| `{v}` | {n} | {len(sp)}/{n} | {med} | {better}/{n} |")
+                smed = f"{np.median(ssp):.1f}×" if ssp else "–"
+                lines.append(f"| `{v}` | {n} | {len(sp)}/{n} | {med} | {smed} | {better}/{n} |")
                 summary["variants"][v]["vs_recipe"] = {
                     "reached": len(sp),
                     "n": n,
-                    "speedups": sp,
+                    "wall_speedups": sp,
+                    "step_speedups": ssp,
                     "ends_better": better,
                 }
     lines += early_stop_section(df, args.patience, args.min_rel_delta)
