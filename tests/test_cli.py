@@ -179,7 +179,7 @@ def test_make_tiny_and_register_voice(tmp_path, capsys):
     [
         (
             ["decode", "--model", "{tmp}/nope", "--codes", "{tmp}/c.npy", "--out", "{tmp}/o.wav"],
-            "huggingface-cli download",
+            "hf download",
         ),
         (["decode", "--model", "{tiny}", "--codes", "{tmp}/missing.npy", "--out", "{tmp}/o.wav"], "does not exist"),
         (["decode", "--model", "{tiny}", "--codes", "{tmp}/bad.npy", "--out", "{tmp}/o.wav"], "transpose it"),

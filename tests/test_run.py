@@ -331,11 +331,11 @@ def test_ctrl_c_exports_the_current_codes(tmp_path, monkeypatch, codec, ckpt, ta
 def test_missing_model_dir(tmp_path):
     from voxinv.voxtral.checkpoint import CheckpointError
 
-    with pytest.raises(CheckpointError, match=r"does not exist; download it with `huggingface-cli download"):
+    with pytest.raises(CheckpointError, match=r"does not exist; download it with `hf download"):
         R.run(cfg_of(f"model.path={tmp_path / 'no-model'}"), tmp_path / "run")
     (tmp_path / "half").mkdir()
     (tmp_path / "half" / "params.json").write_text("{}")
-    with pytest.raises(CheckpointError, match="has no consolidated.safetensors.*huggingface-cli download"):
+    with pytest.raises(CheckpointError, match="has no consolidated.safetensors.*hf download"):
         R.run(cfg_of("model=voxtral", f"model.path={tmp_path / 'half'}"), tmp_path / "run2")
 
 

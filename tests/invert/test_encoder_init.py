@@ -13,8 +13,7 @@ from safetensors.torch import save_file
 
 import voxinv.run as R
 from voxinv.invert.encoder_init import encoder_codec, encoder_codes
-from voxinv.invert.export import discrete_losses
-from voxinv.invert.losses import LossSuite, build_terms
+from voxinv.invert.losses import LossSuite, build_terms, discrete_losses
 from voxinv.voxtral.checkpoint import Checkpoint, CheckpointError
 from voxinv.voxtral.codec import ENCODER_PREFIXES, load_codec
 from voxinv.voxtral.codes import load_codes

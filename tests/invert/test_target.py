@@ -107,8 +107,25 @@ def test_file_trim_and_limits(tmp_path, codec):
     assert t.info["trimmed_samples"] == x.size - kept and abs(kept - 9600) <= 480  # the tone, ±1 trim hop
     t = T.from_file(tmp_path / "padded.wav", codec, trim=False, peak=None)
     assert t.info["trimmed_samples"] == 0 and torch.equal(t.wav[: x.size], torch.from_numpy(x))
-    with pytest.raises(AudioError, match="above target.max_seconds=0.2"):
-        T.from_file(tmp_path / "padded.wav", codec, max_seconds=0.2)
+    with pytest.raises(AudioError, match="max_seconds=0.05 is shorter than one 80 ms frame"):
+        T.from_file(tmp_path / "padded.wav", codec, max_seconds=0.05)
+
+
+def test_long_file_keeps_the_window_with_the_most_speech(tmp_path, codec, caplog):
+    """Length policy: above max_seconds, the most active max_seconds (whole frames) are kept, and said so."""
+    sr = 24000
+    rng = np.random.default_rng(0)
+    quiet = 0.001 * rng.standard_normal(sr * 2).astype(np.float32)  # -60 dB: not speech-level
+    x = np.concatenate([_tone(0.3, sr), quiet, _tone(1.0, sr), quiet, _tone(0.3, sr)])
+    sf.write(str(tmp_path / "long.wav"), x, sr, subtype="FLOAT")
+    with caplog.at_level("WARNING"):
+        t = T.from_file(tmp_path / "long.wav", codec, max_seconds=1.0, peak=None)
+    assert t.n_frames == 12 and t.info["pad_samples"] == 0  # 1 s → 12 whole 80 ms frames
+    a, b = t.info["selected_seconds"]
+    assert 2.3 <= a and b <= 3.3 and b - a == pytest.approx(0.96)  # inside the 1 s tone
+    assert "target.max_seconds=null inverts the whole file" in caplog.text
+    whole = T.from_file(tmp_path / "long.wav", codec, max_seconds=None, peak=None)
+    assert "selected_seconds" not in whole.info and whole.n_frames == -(-x.size // 1920)
 
 
 def _garbage(p: Path) -> None:

@@ -37,7 +37,7 @@ def _copy_with(tiny_dir: Path, dst: Path, edit) -> Path:
 
 
 def test_missing_dir_says_how_to_download(tmp_path):
-    with pytest.raises(CheckpointError, match=f"does not exist.*huggingface-cli download {DEFAULT_REPO}"):
+    with pytest.raises(CheckpointError, match=f"does not exist.*hf download {DEFAULT_REPO}"):
         resolve_model(tmp_path / "nope")
     with pytest.raises(CheckpointError, match="make-tiny"):
         Checkpoint(tmp_path / "nope")
@@ -45,7 +45,7 @@ def test_missing_dir_says_how_to_download(tmp_path):
 
 def test_incomplete_dirs(tmp_path, tiny_dir):
     (tmp_path / "empty").mkdir()
-    with pytest.raises(CheckpointError, match="no params.json.*huggingface-cli download"):
+    with pytest.raises(CheckpointError, match="no params.json.*hf download"):
         resolve_model(tmp_path / "empty")
     (tmp_path / "file").write_text("x")
     with pytest.raises(CheckpointError, match="is a file"):

@@ -25,23 +25,6 @@ def code_stats(codes: torch.Tensor, levels: int = 21) -> dict:
     }
 
 
-@torch.no_grad()
-def discrete_losses(
-    codec, losses, target: torch.Tensor, codes: torch.Tensor, weights
-) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
-    """Loss terms ``[B]`` of the fp32 decode of discrete codes ``[B, T, 37]`` (no noise), and that decode."""
-    from voxinv.invert.params import CodeSample
-
-    dev = target.device
-    codes = codes.to(dev)
-    lat = codec.quantizer.decode(codes.transpose(1, 2), torch.float32)
-    wav = codec.decode_latent(lat)[:, 0].float()
-    onehot = torch.nn.functional.one_hot(codes[..., 0], codec.args.semantic_codebook_size).float()
-    ac = codes[..., 1:].float() * 2 / (codec.args.acoustic_codebook_size - 1) - 1
-    sample = CodeSample(latent=lat, sem_onehot=onehot, ac_values=ac, aux={})
-    return losses(wav, target, sample, weights), wav
-
-
 def export_run(
     out: Path,
     *,

@@ -1,4 +1,7 @@
-"""Initialisations: ``random`` (the parameters' own), ``warm_start`` and ``coord_descent``.
+"""Initialisations: ``random`` (the parameters' own), ``warm_start``, ``coord_descent`` and ``encoder``.
+
+:func:`initialise` runs the chosen one for every restart and sets the code parameters; an interrupt
+(Ctrl-C / SIGTERM) during it keeps the codes found so far and says where it stopped.
 
 ``coord_descent`` is analysis-by-synthesis that exploits the decoder's causality and finite
 receptive field: left to right, frame t (frames < t fixed) picks its semantic code among
@@ -10,13 +13,72 @@ spectral loss on the audio frame t influences (frames t … t+lookahead), decode
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
+from voxinv.invert.params import CodeParams
 from voxinv.voxtral.codec import VoxtralCodec
 
 log = logging.getLogger(__name__)
+
+
+class InitInterrupted(KeyboardInterrupt):
+    """An interrupt during a search, carrying the codes ``[T, 37]`` found so far."""
+
+    def __init__(self, codes: torch.Tensor, stats: dict, where: str):
+        super().__init__(where)
+        self.codes, self.stats, self.where = codes, stats, where
+
+
+def initialise(cfg: DictConfig, params: CodeParams, codec: VoxtralCodec, target, ckpt) -> dict:
+    """Set ``params``' codes from ``cfg`` (the ``init`` group) for every restart; returns what was done.
+
+    ``info["interrupted"]`` says where an interrupt stopped it (the codes so far are set: searched
+    frames of an interrupted restart, the parameters' own start for the restarts not reached)."""
+    info: dict = {"kind": cfg.kind}
+    if cfg.kind == "random":
+        return info
+    t0 = time.time()
+    if cfg.kind == "warm_start":
+        start = warm_start_codes(str(cfg.source), target.n_frames, ckpt)[None].expand(params.shape[0], -1, -1)
+    elif cfg.kind == "coord_descent":
+        start = params.codes().cpu().clone()  # [B, T, 37]; restarts not reached keep their own start
+        for b in range(start.shape[0]):
+            try:
+                start[b], info[f"restart{b}"] = coord_descent(
+                    codec,
+                    target.wav,
+                    start[b],
+                    sweeps=cfg.sweeps,
+                    shortlist=cfg.shortlist,
+                    context=cfg.context,
+                    lookahead=cfg.lookahead,
+                    batch_size=cfg.batch_size,
+                    acoustic_passes=cfg.acoustic_passes,
+                    gn_steps=cfg.gn_steps,
+                )
+            except InitInterrupted as e:
+                start[b], info[f"restart{b}"] = e.codes, e.stats
+                info["interrupted"] = f"restart {b + 1}/{start.shape[0]}, {e.where}"
+                break
+    elif cfg.kind == "encoder":
+        from voxinv.invert.encoder_init import encoder_init
+
+        codes0, st = encoder_init(ckpt, cfg.path, target.wav, next(codec.parameters()).device)
+        start = codes0[None].expand(params.shape[0], -1, -1)
+        info.update(st)
+    else:
+        raise ValueError(f"init.kind={cfg.kind!r}: expected random, warm_start, coord_descent or encoder")
+    params.set_codes(start, logit_margin=cfg.logit_margin)
+    info["seconds"] = round(time.time() - t0, 3)
+    if "interrupted" in info:
+        log.warning("init %s interrupted (%s) after %.1f s", cfg.kind, info["interrupted"], info["seconds"])
+    else:
+        log.info("init %s done in %.1f s", cfg.kind, info["seconds"])
+    return info
 
 
 def warm_start_codes(source: str, n_frames: int, ckpt=None) -> torch.Tensor:
@@ -77,111 +139,148 @@ def coord_descent(
     """Greedy left-to-right code search (see module docstring). Returns codes and statistics.
     The settings (no defaults here: ``conf/init/coord_descent.yaml`` holds them) are documented there.
 
-    Semantic candidates are ranked under a local linear model of the decoder (secant Jacobian of
-    the segment w.r.t. the frame's latent, acoustic values solved by least squares per entry); the
-    best ``shortlist`` (all 8192 when ``shortlist <= 0``) plus the current entry are decoded and
-    scored exactly. The frame's acoustic values then take up to ``gn_steps`` Gauss-Newton steps
-    (kept only when the exact loss drops) and ``acoustic_passes`` exact sweeps over the 21 levels.
+    Per frame visit, three named steps: :func:`semantic_step` (candidates ranked under a local linear
+    model of the decoder, the best ``shortlist`` decoded exactly), :func:`gauss_newton_step` (up to
+    ``gn_steps`` Gauss-Newton steps on the acoustic values, kept only when the exact loss drops) and
+    :func:`acoustic_sweeps` (``acoustic_passes`` exact sweeps over the 21 levels).
+    An interrupt raises :class:`InitInterrupted` with the codes found so far.
     """
     dev = next(codec.parameters()).device
     spf, T = codec.samples_per_frame, codes.shape[0]
-    table = codec.quantizer.semantic_codebook.table.float()
-    V = table.shape[0]
-    levels = codec.args.acoustic_codebook_size
     codes = codes.clone().to(dev)
     target = target.to(dev)
     latent = codec.quantizer.decode(codes.T[None], torch.float32)[0]  # [292, T]
-    values = torch.linspace(-1, 1, levels, device=dev)
-    n_sem = codec.args.semantic_dim
     stats = {"evaluations": 0, "changed": 0}
     it = range(sweeps * T)
     if progress:
         from tqdm.auto import tqdm
 
         it = tqdm(it, desc="coord_descent", unit="frame", leave=False)
-    for i in it:
-        t = i % T
-        a, b = max(0, t - context), min(T, t + lookahead + 1)
-        seg = target[t * spf : b * spf]
-        off = (t - a) * spf
-
-        def evaluate(cands: torch.Tensor, off: int = off, seg: torch.Tensor = seg) -> torch.Tensor:
-            """Exact spectral loss of candidate windows ``[K, 292, b-a]`` → ``[K]``."""
-            stats["evaluations"] += len(cands)
-            return torch.cat(
-                [
-                    segment_loss(codec.decode_latent(cands[s : s + batch_size])[:, 0, off:].float(), seg)
-                    for s in range(0, len(cands), batch_size)
-                ]
-            )
-
-        window = latent[:, a:b].clone()  # [292, b-a]
-        j = t - a
-        # --- semantic (+ a joint acoustic guess) from a local linear model of the decoder: a secant
-        # Jacobian of the segment w.r.t. the frame's 292 latent dims (one batch of 293 decodes). For
-        # each entry e_c the acoustic values are solved by least squares, so entries are ranked with
-        # the acoustic part already adapted to them; the best `shortlist` are then decoded exactly.
-        D = window.shape[0]
-        probe = window[None].repeat(D + 1, 1, 1)
-        probe[torch.arange(D), torch.arange(D), j] += 1.0
-        Y = torch.cat(
-            [codec.decode_latent(probe[s : s + batch_size])[:, 0, off:].float() for s in range(0, D + 1, batch_size)]
-        )
-        stats["evaluations"] += D + 1
-        J = Y[:D] - Y[D]  # [292, L]
-        Js, Ja = J[:n_sem], J[n_sem:]
-        r = Y[D] - seg  # current error [L]
-        Q, _ = torch.linalg.qr(Ja.T)  # [L, 36] basis of what the acoustic values can change
-        pred = r + (table - window[:n_sem, j]) @ Js  # [8192, L] predicted error per entry
-        score = pred.pow(2).sum(-1) - (pred @ Q).pow(2).sum(-1)  # after the best acoustic fix
-        k = V if shortlist <= 0 or shortlist >= V else shortlist
-        cand = torch.unique(torch.cat([score.topk(k, largest=False).indices, codes[t, :1]]))
-        # least-squares acoustic step per candidate, snapped to the 21 levels
-        da = -torch.linalg.lstsq(Ja.T, pred[cand].T).solution.T  # [K, 36]
-        ac = ((window[n_sem:, j] + da).clamp(-1, 1) + 1) / 2 * (levels - 1)
-        ac = ac.round()
-        batch = window[None].repeat(len(cand) + 1, 1, 1)  # row 0: the frame as it is (never worse)
-        batch[1:, :n_sem, j] = table[cand]
-        batch[1:, n_sem:, j] = ac * 2 / (levels - 1) - 1
-        i_best = int(evaluate(batch).argmin())
-        if i_best > 0:
-            new = torch.cat([cand[i_best - 1 : i_best], ac[i_best - 1].long()])
-            stats["changed"] += int((new != codes[t]).sum())
-            codes[t] = new
-            window[:, j] = batch[i_best, :, j]
-        # --- acoustic: Gauss-Newton steps on a local secant Jacobian (one level wide), snapped to
-        # the 21 levels and kept only if the exact loss improves; then exact coordinate sweeps
-        n_ac, h = codes.shape[1] - 1, 2 / (levels - 1)
-        cur = evaluate(window[None])[0]
-        for _ in range(gn_steps):
-            probe = window[None].repeat(n_ac + 1, 1, 1)
-            probe[torch.arange(n_ac), n_sem + torch.arange(n_ac), j] += h
-            Y = codec.decode_latent(probe)[:, 0, off:].float()
-            stats["evaluations"] += n_ac + 1
-            Ja = (Y[:n_ac] - Y[n_ac]) / h  # [36, L]
-            da = -torch.linalg.lstsq(Ja.T, (Y[n_ac] - seg)[:, None]).solution[:, 0]
-            lv = (((window[n_sem:, j] + da).clamp(-1, 1) + 1) / 2 * (levels - 1)).round()
-            if torch.equal(lv.long(), codes[t, 1:]):
-                break
-            trial = window.clone()
-            trial[n_sem:, j] = lv * h - 1
-            loss = evaluate(trial[None])[0]
-            if loss >= cur:
-                break
-            cur, window = loss, trial
-            stats["changed"] += int((lv.long() != codes[t, 1:]).sum())
-            codes[t, 1:] = lv.long()
-        for _ in range(acoustic_passes):
-            moved = 0
-            for k in range(codes.shape[1] - 1):
-                batch = window[None].repeat(levels, 1, 1)
-                batch[:, n_sem + k, j] = values
-                lv = int(evaluate(batch).argmin())
-                moved += int(lv != codes[t, 1 + k])
-                codes[t, 1 + k] = lv
-                window[n_sem + k, j] = values[lv]
-            stats["changed"] += moved
-            if not moved:
-                break
-        latent[:, t] = window[:, j]
+    i = 0
+    try:
+        for i in it:
+            t = i % T
+            a, b = max(0, t - context), min(T, t + lookahead + 1)
+            f = _Frame(codec, target[t * spf : b * spf], (t - a) * spf, t - a, batch_size, stats)
+            window = latent[:, a:b].clone()  # [292, b-a]
+            window = semantic_step(f, window, codes[t], shortlist)
+            window = gauss_newton_step(f, window, codes[t], gn_steps)
+            window = acoustic_sweeps(f, window, codes[t], acoustic_passes)
+            latent[:, t] = window[:, f.j]
+    except KeyboardInterrupt:
+        raise InitInterrupted(codes.cpu(), stats, f"frame visit {i + 1}/{sweeps * T}") from None
     return codes.cpu(), stats
+
+
+class _Frame:
+    """One frame visit: the decoder, the target segment it scores against and the frame's column."""
+
+    def __init__(self, codec: VoxtralCodec, seg: torch.Tensor, off: int, j: int, batch_size: int, stats: dict):
+        self.codec, self.seg, self.off, self.j, self.batch_size, self.stats = codec, seg, off, j, batch_size, stats
+        self.table = codec.quantizer.semantic_codebook.table.float()  # [8192, 256]
+        self.levels = codec.args.acoustic_codebook_size
+        self.n_sem = codec.args.semantic_dim
+
+    def decode(self, windows: torch.Tensor) -> torch.Tensor:
+        """Latent windows ``[K, 292, b-a]`` → the segment of audio frame t influences ``[K, L]``."""
+        return torch.cat(
+            [
+                self.codec.decode_latent(windows[s : s + self.batch_size])[:, 0, self.off :].float()
+                for s in range(0, len(windows), self.batch_size)
+            ]
+        )
+
+    def loss(self, windows: torch.Tensor) -> torch.Tensor:
+        """Exact spectral loss of candidate windows ``[K, 292, b-a]`` → ``[K]``."""
+        self.stats["evaluations"] += len(windows)
+        return torch.cat(
+            [
+                segment_loss(self.decode(windows[s : s + self.batch_size]), self.seg)
+                for s in range(0, len(windows), self.batch_size)
+            ]
+        )
+
+
+def semantic_step(f: _Frame, window: torch.Tensor, code: torch.Tensor, shortlist: int) -> torch.Tensor:
+    """Semantic entry (+ a joint acoustic guess) of frame ``f.j``; updates ``code`` ``[37]`` in place.
+
+    A secant Jacobian of the segment w.r.t. the frame's 292 latent dims (one batch of 293 decodes)
+    gives a local linear model of the decoder. For each entry e_c the acoustic values are solved by
+    least squares, so entries are ranked with the acoustic part already adapted to them; the best
+    ``shortlist`` (all 8192 when ``shortlist <= 0``) plus the current entry are decoded exactly.
+    """
+    j, n_sem, levels, table = f.j, f.n_sem, f.levels, f.table
+    V = table.shape[0]
+    D = window.shape[0]
+    probe = window[None].repeat(D + 1, 1, 1)
+    probe[torch.arange(D), torch.arange(D), j] += 1.0
+    Y = f.decode(probe)
+    f.stats["evaluations"] += D + 1
+    J = Y[:D] - Y[D]  # [292, L]
+    Js, Ja = J[:n_sem], J[n_sem:]
+    r = Y[D] - f.seg  # current error [L]
+    Q, _ = torch.linalg.qr(Ja.T)  # [L, 36] basis of what the acoustic values can change
+    pred = r + (table - window[:n_sem, j]) @ Js  # [8192, L] predicted error per entry
+    score = pred.pow(2).sum(-1) - (pred @ Q).pow(2).sum(-1)  # after the best acoustic fix
+    k = V if shortlist <= 0 or shortlist >= V else shortlist
+    cand = torch.unique(torch.cat([score.topk(k, largest=False).indices, code[:1]]))
+    # least-squares acoustic step per candidate, snapped to the 21 levels
+    da = -torch.linalg.lstsq(Ja.T, pred[cand].T).solution.T  # [K, 36]
+    ac = ((window[n_sem:, j] + da).clamp(-1, 1) + 1) / 2 * (levels - 1)
+    ac = ac.round()
+    batch = window[None].repeat(len(cand) + 1, 1, 1)  # row 0: the frame as it is (never worse)
+    batch[1:, :n_sem, j] = table[cand]
+    batch[1:, n_sem:, j] = ac * 2 / (levels - 1) - 1
+    i_best = int(f.loss(batch).argmin())
+    if i_best > 0:
+        new = torch.cat([cand[i_best - 1 : i_best], ac[i_best - 1].long()])
+        f.stats["changed"] += int((new != code).sum())
+        code.copy_(new)
+        window[:, j] = batch[i_best, :, j]
+    return window
+
+
+def gauss_newton_step(f: _Frame, window: torch.Tensor, code: torch.Tensor, steps: int) -> torch.Tensor:
+    """Gauss-Newton on the frame's acoustic values: a local secant Jacobian (one level wide), the
+    step snapped to the 21 levels and kept only if the exact loss improves; ``code`` updated in place."""
+    j, n_sem, levels = f.j, f.n_sem, f.levels
+    n_ac, h = code.shape[0] - 1, 2 / (levels - 1)
+    cur = f.loss(window[None])[0]
+    for _ in range(steps):
+        probe = window[None].repeat(n_ac + 1, 1, 1)
+        probe[torch.arange(n_ac), n_sem + torch.arange(n_ac), j] += h
+        Y = f.codec.decode_latent(probe)[:, 0, f.off :].float()
+        f.stats["evaluations"] += n_ac + 1
+        Ja = (Y[:n_ac] - Y[n_ac]) / h  # [36, L]
+        da = -torch.linalg.lstsq(Ja.T, (Y[n_ac] - f.seg)[:, None]).solution[:, 0]
+        lv = (((window[n_sem:, j] + da).clamp(-1, 1) + 1) / 2 * (levels - 1)).round()
+        if torch.equal(lv.long(), code[1:]):
+            break
+        trial = window.clone()
+        trial[n_sem:, j] = lv * h - 1
+        loss = f.loss(trial[None])[0]
+        if loss >= cur:
+            break
+        cur, window = loss, trial
+        f.stats["changed"] += int((lv.long() != code[1:]).sum())
+        code[1:] = lv.long()
+    return window
+
+
+def acoustic_sweeps(f: _Frame, window: torch.Tensor, code: torch.Tensor, passes: int) -> torch.Tensor:
+    """Exact coordinate sweeps: each acoustic value in turn takes the best of its 21 levels."""
+    j, n_sem, levels = f.j, f.n_sem, f.levels
+    values = torch.linspace(-1, 1, levels, device=window.device)
+    for _ in range(passes):
+        moved = 0
+        for k in range(code.shape[0] - 1):
+            batch = window[None].repeat(levels, 1, 1)
+            batch[:, n_sem + k, j] = values
+            lv = int(f.loss(batch).argmin())
+            moved += int(lv != code[1 + k])
+            code[1 + k] = lv
+            window[n_sem + k, j] = values[lv]
+        f.stats["changed"] += moved
+        if not moved:
+            break
+    return window

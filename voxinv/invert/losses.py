@@ -189,6 +189,24 @@ class Balancer:
         self.norms, self.count = dict(d["norms"]), int(d["count"])
 
 
+@torch.no_grad()
+def discrete_losses(
+    codec, losses, target: torch.Tensor, codes: torch.Tensor, weights
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """Loss terms ``[B]`` of the fp32 decode of discrete codes ``[B, T, 37]`` (no noise), and that decode."""
+    from voxinv.invert.params import CodeSample
+    from voxinv.invert.window import decode_latent_windowed
+
+    dev = target.device
+    codes = codes.to(dev)
+    lat = codec.quantizer.decode(codes.transpose(1, 2), torch.float32)
+    wav = decode_latent_windowed(codec, lat)[:, 0].float()  # memory bounded in clip length
+    onehot = torch.nn.functional.one_hot(codes[..., 0], codec.args.semantic_codebook_size).float()
+    ac = codes[..., 1:].float() * 2 / (codec.args.acoustic_codebook_size - 1) - 1
+    sample = CodeSample(latent=lat, sem_onehot=onehot, ac_values=ac, aux={})
+    return losses(wav, target, sample, weights), wav
+
+
 def build_terms(cfg: Mapping, sr: int, target: torch.Tensor, speaker_encoder: nn.Module | None) -> dict[str, nn.Module]:
     """Instantiate the waveform terms with positive weight from the ``loss`` config group."""
     terms: dict[str, nn.Module] = {}

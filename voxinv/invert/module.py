@@ -17,6 +17,7 @@ from voxinv.invert import schedule
 from voxinv.invert.losses import WAVE_TERMS, Balancer, LossSuite
 from voxinv.invert.params import CodeParams
 from voxinv.invert.target import Target
+from voxinv.invert.window import window_of
 
 
 class NonFiniteLoss(RuntimeError):
@@ -124,9 +125,12 @@ class InversionModule(pl.LightningModule):
         self.best: dict | None = None  # {"objective", "step", "codes" [T, 37]}: what gets exported
         self._t0 = time.time()
 
-    def _decode_and_wave_terms(self, latent: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        wav = self.frozen.codec.decode_latent(latent)[:, 0].float()  # [B, 292, T] -> [B, N]
-        return wav, self.frozen.losses.wave_terms(wav, self.target)
+    def _decode_and_wave_terms(
+        self, latent: torch.Tensor, target: torch.Tensor, cut: int
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Decode ``[B, 292, T']``, drop the first ``cut`` samples (left context) → ``[B, L]`` and its terms vs ``target [L]``."""
+        wav = self.frozen.codec.decode_latent(latent)[:, 0, cut:].float()
+        return wav, self.frozen.losses.wave_terms(wav, target)
 
     # ----------------------------------------------------------------------------------- one step
     def training_step(self, batch, batch_idx):
@@ -141,11 +145,13 @@ class InversionModule(pl.LightningModule):
         # 1. sample discrete codes (straight-through) and decode them with the frozen codec
         tau = schedule.temperature(step, total_steps, **cfg.schedule.temperature)
         sample = self.params(tau, noise=self.noise)
-        wav, wave = self.frozen.wave(sample.latent)  # [B, N], {term: [B]}
+        win = cfg.window  # long clips: this step's window of frames (+ left context), else the whole clip
+        latent, target, cut = window_of(step, sample.latent, self.target, win.frames, win.context)
+        wav, wave = self.frozen.wave(latent, target, cut)  # [B, L], {term: [B]}
 
         # 2. loss terms [B] and their weighted sum, with weight ramps
         weights = schedule.loss_weights(step, cfg.loss.weights, cfg.schedule.get("ramps"))
-        terms = losses(wav, self.target, sample, weights, wave=wave)
+        terms = losses(wav, target, sample, weights, wave=wave)
         loss = terms["total"].mean()
         self._watch(step, loss, terms)
         if sync and not bool(self._finite["ok"]):  # the one host sync of a step (every `sync_every` steps)
@@ -206,7 +212,7 @@ class InversionModule(pl.LightningModule):
         (+ code accuracy when codes are known). The best codes by that objective are kept for export.
         ``log=True`` hands the record and its audio to the callbacks' ``on_evaluation`` (EvalLogger)."""
         from voxinv.eval.metrics import code_recovery, log_mel_distance, si_sdr
-        from voxinv.invert.export import discrete_losses
+        from voxinv.invert.losses import discrete_losses
 
         codes = self.params.codes() if codes is None else codes  # [B, T, 37]
         terms, rec = discrete_losses(

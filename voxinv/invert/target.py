@@ -2,13 +2,16 @@
 
 * ``file``: any soundfile-readable recording → mono 24 kHz, optional silence trim, peak-normalised
   to the level of real preset decodes (≈ 0.08), zero-padded at the end to a whole frame (the pad is
-  recorded, never a silent truncation).
+  recorded, never a silent truncation). Length policy: a recording longer than ``max_seconds`` is cut
+  to the ``max_seconds`` window with the most active (speech-level) 20 ms frames, and a warning says
+  which part was used; ``max_seconds=None`` inverts the whole file (cost grows with its length).
 * ``preset``: a preset voice of the model, decomposed into codes and decoded — in-gamut, codes known.
 * ``synthetic``: random codes through the decoder — codes known (oracle experiments).
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +19,8 @@ import torch
 
 from voxinv.audio import AudioError, check_not_silent, normalize_peak, read_audio, trim_silence
 from voxinv.voxtral.codec import VoxtralCodec
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -37,37 +42,66 @@ def _frames_for(wav: torch.Tensor, spf: int, name: str) -> tuple[torch.Tensor, i
     return torch.nn.functional.pad(wav, (0, pad)), n_frames, pad
 
 
-def from_file(
+def from_file(path: str | Path, codec: VoxtralCodec, **kw) -> Target:
+    """Load a recording as a target for ``codec`` (see :func:`load_file` for the options)."""
+    return load_file(path, codec.sampling_rate, codec.samples_per_frame, **kw)
+
+
+def load_file(
     path: str | Path,
-    codec: VoxtralCodec,
+    sr: int,
+    spf: int,
     *,
     trim: bool = True,
     trim_db: float = -40.0,
     peak: float | None = 0.08,
     max_seconds: float | None = None,
 ) -> Target:
-    """Load a recording as a target (see module docstring)."""
-    sr, spf = codec.sampling_rate, codec.samples_per_frame
+    """Read and check a recording → target at ``sr`` Hz in whole ``spf``-sample frames (see module docstring)."""
     wav = read_audio(path, sr)
     check_not_silent(wav, f"audio {path}")
     n_in = wav.numel()
     if trim:
         wav = trim_silence(wav, sr, trim_db)
-    if max_seconds is not None and wav.numel() > max_seconds * sr:
-        raise AudioError(
-            f"audio {path} is {wav.numel() / sr:.1f} s after trimming, above target.max_seconds={max_seconds}; "
-            "cut it or raise target.max_seconds"
-        )
+    info: dict = {"source": str(path), "input_samples": n_in, "trimmed_samples": n_in - wav.numel()}
+    if max_seconds is not None:
+        if max_seconds * sr < spf:
+            raise AudioError(f"target.max_seconds={max_seconds} is shorter than one 80 ms frame")
+        if wav.numel() > max_seconds * sr:
+            n = int(max_seconds * sr) // spf * spf  # whole frames
+            a = most_active_window(wav, sr, n, trim_db)
+            log.warning(
+                "target %s: %.1f s after trimming; inverting the %.2f s with the most speech (%.2f–%.2f s of "
+                "the trimmed audio; target.max_seconds=%s, target.max_seconds=null inverts the whole file)",
+                path,
+                wav.numel() / sr,
+                n / sr,
+                a / sr,
+                (a + n) / sr,
+                max_seconds,
+            )
+            info["selected_seconds"] = [round(a / sr, 3), round((a + n) / sr, 3)]
+            wav = wav[a : a + n]
     if peak is not None:
         wav = normalize_peak(wav, peak)
     wav, n_frames, pad = _frames_for(wav, spf, f"audio {path}")
-    info = {
-        "source": str(path),
-        "input_samples": n_in,
-        "trimmed_samples": n_in - (wav.numel() - pad),
-        "pad_samples": pad,
-    }
+    info["pad_samples"] = pad
     return Target(wav=wav, n_frames=n_frames, name=Path(path).stem, info=info)
+
+
+def most_active_window(wav: torch.Tensor, sr: int, n: int, threshold_db: float, frame_ms: float = 20.0) -> int:
+    """Start sample of the ``n``-sample window holding the most frames within ``threshold_db`` of the
+    loudest 20 ms frame (speech-level energy); the earliest such window on ties."""
+    hop = max(1, int(sr * frame_ms / 1000))
+    m = wav.numel() // hop
+    rms = wav[: m * hop].view(m, hop).pow(2).mean(-1).sqrt()
+    active = (20 * torch.log10(rms.clamp_min(1e-12) / rms.max().clamp_min(1e-12)) > threshold_db).double()
+    w = max(1, n // hop)
+    if m <= w:
+        return 0
+    counts = torch.nn.functional.pad(active.cumsum(0), (1, 0))
+    score = counts[w:] - counts[:-w]  # [m - w + 1] active frames per window start
+    return min(int(score.argmax()) * hop, wav.numel() - n)
 
 
 @torch.no_grad()

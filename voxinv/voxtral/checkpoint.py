@@ -8,11 +8,13 @@ memory-maps the file), so loading the 150 M-parameter codec never touches the 8 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+import pickle
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from safetensors import safe_open
+from safetensors import SafetensorError, safe_open
 
 from voxinv.voxtral import DEFAULT_REPO  # noqa: F401  (re-exported: checkpoint.DEFAULT_REPO)
 from voxinv.voxtral.params import VoxtralParams
@@ -23,7 +25,7 @@ TEKKEN = "tekken.json"
 VOICE_DIR = "voice_embedding"
 
 HOW_TO_GET = (
-    f"download it with `huggingface-cli download {DEFAULT_REPO} --local-dir DIR` "
+    f"download it with `hf download {DEFAULT_REPO} --local-dir DIR` "
     "(accept the CC BY-NC 4.0 license on the model page first) and pass model.path=DIR, "
     "or run `voxinv make-tiny DIR` for a tiny random checkpoint"
 )
@@ -31,6 +33,36 @@ HOW_TO_GET = (
 
 class CheckpointError(RuntimeError):
     """A model directory or checkpoint is missing, incomplete or inconsistent."""
+
+
+@contextmanager
+def open_safetensors(path: str | os.PathLike) -> Iterator:
+    """``safe_open`` whose failure on a truncated/corrupt file is one line naming the file."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            yield f
+    except SafetensorError as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path} is truncated or corrupt ({first}): delete it and download it again "
+            f"(`hf download {DEFAULT_REPO} --local-dir DIR`)"
+        ) from e
+
+
+def load_plain(path: str | os.PathLike):
+    """``torch.load`` of a file that may only hold tensors and plain containers (never runs pickled code).
+
+    Raises ``ValueError`` (without torch's "retry with weights_only=False" advice) for anything else.
+    """
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        what = next((ln.split("GLOBAL", 1)[1].split()[0] for ln in str(e).splitlines() if "GLOBAL" in ln), None)
+        detail = f" (it references {what})" if what else ""
+        raise ValueError(
+            f"{path} is not a plain tensor file{detail}: voxinv loads only tensors and plain containers "
+            "and will not execute code stored in it"
+        ) from e
 
 
 def _looks_like_repo_id(s: str) -> bool:
@@ -85,7 +117,7 @@ class Checkpoint:
         if self._names is None:
             if not self.weights_file.is_file():
                 raise CheckpointError(f"{self.path} has no {WEIGHTS}; {HOW_TO_GET}")
-            with safe_open(self.weights_file, framework="pt") as f:
+            with open_safetensors(self.weights_file) as f:
                 self._names = list(f.keys())
         return self._names
 
@@ -102,7 +134,7 @@ class Checkpoint:
         """
         skip = tuple(skip)
         out: dict[str, torch.Tensor] = {}
-        with safe_open(self.weights_file, framework="pt") as f:
+        with open_safetensors(self.weights_file) as f:
             for name in f.keys():
                 if not name.startswith(prefix):
                     continue

@@ -127,7 +127,9 @@ def load_codes(path: str | Path, fmt: str | None = None) -> torch.Tensor:
                 codes = f.get_tensor("codes" if "codes" in keys else keys[0])
                 fmt = fmt or (f.metadata() or {}).get("format")
         elif suffix == ".pt":
-            codes = torch.load(path, map_location="cpu", weights_only=True)
+            from voxinv.voxtral.checkpoint import load_plain
+
+            codes = load_plain(path)
         else:
             raise CodesError(f"unsupported codes file {path.name}: use .npy or .safetensors ([T, 37] integers)")
     except CodesError:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from voxinv.rundir import atomic_write
+from voxinv.voxtral.checkpoint import load_plain
 from voxinv.voxtral.codes import N_SPECIAL, end_frame, to_model
 from voxinv.voxtral.params import AudioModelArgs
 
@@ -29,7 +30,7 @@ def load_voice(path: str | Path) -> torch.Tensor:
     if not path.is_file():
         raise VoiceError(f"voice file {path} does not exist")
     try:
-        v = torch.load(path, map_location="cpu", weights_only=True)
+        v = load_plain(path)
     except Exception as e:
         raise VoiceError(f"cannot read voice file {path}: {e}") from e
     if isinstance(v, dict) and len(v) == 1:  # tolerate {"embedding": tensor}
