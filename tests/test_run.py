@@ -185,9 +185,13 @@ def test_codes_options(tmp_path, codec, ckpt, table, codes, extra):
     assert cfg.codes.semantic == codes and m["steps"] == 3
 
 
-def test_optimisation_lowers_the_objective(tmp_path):
-    """A short run from random codes improves on its start (softmax_ste, lr 0.5)."""
-    _, m, _ = _run(tmp_path, "opt", "steps=20", "eval_every=20", "optim.lr=0.5", "schedule=constant")
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_optimisation_lowers_the_objective(tmp_path, seed):
+    """A short run from random codes with the default optimiser settings (softmax_ste, Adam at the
+    default LR with warmup + cosine) improves on its start, for every seed. A constant LR of 0.5 (this
+    test's old setting) does not: Adam moves all 8192 semantic logits by ≈ ±lr per step, far more than
+    the ≈ 0.3 gap between the top logits of a random start, so the argmax codes keep flipping."""
+    _, m, _ = _run(tmp_path, "opt", "steps=20", "eval_every=20", f"seed={seed}")
     assert m["history"][-1]["objective"] < m["history"][0]["objective"]
     assert m["final"]["total"] == pytest.approx(min(h["objective"] for h in m["history"]), rel=1e-5)
 
