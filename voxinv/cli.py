@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from voxinv import __version__
 from voxinv.voxtral import DEFAULT_REPO
+from voxinv.voxtral.device import DTYPES, to_dtype
 
 if TYPE_CHECKING:
     import torch
@@ -30,7 +31,6 @@ if TYPE_CHECKING:
 PROG = "voxinv"
 WINDOW_CHUNK = 250  # frames per decode window (20 s); with 25 context frames ≡ a full decode
 WINDOW_CONTEXT = 25
-DTYPES = {"fp32": "float32", "float32": "float32", "bf16": "bfloat16", "bfloat16": "bfloat16"}
 
 
 def user_errors() -> tuple[type[BaseException], ...]:
@@ -56,22 +56,9 @@ def _checkpoint(model: str, *, weights: bool = True) -> Checkpoint:
 
 
 def _device(name: str) -> torch.device:
-    import torch
+    from voxinv.voxtral.device import pick_device
 
-    from voxinv.voxtral.checkpoint import CheckpointError
-
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise CheckpointError(f"--device {name}: CUDA is not available here; use --device cpu")
-    return dev
-
-
-def _dtype(name: str) -> torch.dtype:
-    import torch
-
-    return getattr(torch, DTYPES[name])
+    return pick_device(name, "--device ")
 
 
 def _strict_fp32(device: torch.device) -> None:
@@ -84,21 +71,11 @@ def _strict_fp32(device: torch.device) -> None:
 
 
 def _resolve_voice(ckpt: Checkpoint, voice: str) -> tuple[str, torch.Tensor]:
-    """``voice`` is a ``.pt`` path or a preset name of the model → (label, tensor [N, dim])."""
-    from voxinv.voxtral.checkpoint import VOICE_DIR
-    from voxinv.voxtral.voices import VoiceError, load_voice
+    """``voice`` (a ``.pt`` file, a run directory or a preset name of the model) → (label, rows ``[N, dim]``)."""
+    from voxinv.voxtral.prompt import resolve_voice
+    from voxinv.voxtral.voices import VoiceError
 
-    p = Path(voice).expanduser()
-    if p.suffix == ".pt" or p.is_file():
-        v = load_voice(p)
-        label = p.stem
-    else:
-        name = voice.lower()
-        presets = ckpt.params.voices
-        if name not in presets:
-            raise VoiceError(f"unknown voice {voice!r}: pass a .pt file or one of {', '.join(presets)}")
-        v = load_voice(ckpt.path / VOICE_DIR / f"{name}.pt")
-        label = name
+    label, v = resolve_voice(voice, ckpt.path)
     if v.shape[1] != ckpt.params.backbone.dim:
         raise VoiceError(
             f"voice {voice} has rows of width {v.shape[1]}, the model's backbone dim is {ckpt.params.backbone.dim}: "
@@ -130,7 +107,7 @@ def _decode_to_wav(ckpt: Checkpoint, raw: torch.Tensor, out: str, device: str, d
     from voxinv.voxtral.codec import load_codec
     from voxinv.voxtral.codes import frames_to_batch
 
-    dev, dt = _device(device), _dtype(dtype)
+    dev, dt = _device(device), to_dtype(dtype)
     if dt == torch.float32:
         _strict_fp32(dev)
     codec = load_codec(ckpt, dtype=dt, device=dev)
@@ -188,7 +165,7 @@ def cmd_voice2wav(args: argparse.Namespace) -> int:
 def cmd_make_tiny(args: argparse.Namespace) -> int:
     from voxinv.voxtral.tiny import make_tiny
 
-    out = make_tiny(args.dir, seed=args.seed, dtype=_dtype(args.dtype), with_encoder=args.with_encoder)
+    out = make_tiny(args.dir, seed=args.seed, dtype=to_dtype(args.dtype), with_encoder=args.with_encoder)
     print(f"wrote tiny Voxtral checkpoint (seed {args.seed}{', with encoder' if args.with_encoder else ''}) to {out}")
     return 0
 
@@ -221,7 +198,7 @@ def cmd_tts(args: argparse.Namespace) -> int:
     from voxinv.voxtral.tts import VoxtralTTS, frame_cap
 
     device = _device(args.device or "auto")
-    dtype = _dtype(args.dtype) if args.dtype else None
+    dtype = to_dtype(args.dtype) if args.dtype else None
     tts = VoxtralTTS.from_pretrained(args.model, device=device, dtype=dtype)
     cap = args.max_frames or frame_cap(args.text, tts.params.codec.frame_rate)
     g = tts.generate_codes(args.text, args.voice, args.seed, cap, args.cfg_alpha, progress=not args.quiet)

@@ -24,10 +24,10 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from voxinv import rundir
+from voxinv.voxtral.device import DTYPES, pick_device, to_dtype  # noqa: F401 (DTYPES: the config's names)
 
 log = logging.getLogger("voxinv")
 CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package (wheel and editable alike)
-DTYPES = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
 
 
 def model_path(cfg: DictConfig) -> str:
@@ -57,14 +57,6 @@ def model_path(cfg: DictConfig) -> str:
         except OSError:  # another process made it first
             shutil.rmtree(tmp, ignore_errors=True)
     return str(path)
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("device=cuda requested but CUDA is not available; use device=cpu")
-    return torch.device(name)
 
 
 def build_target(cfg: DictConfig, codec, ckpt, audio=None):
@@ -277,7 +269,7 @@ def load_model(cfg: DictConfig, device: torch.device):
     from voxinv.voxtral.codec import load_codec
 
     ckpt = Checkpoint(model_path(cfg))
-    dtype = DTYPES[cfg.model.dtype]
+    dtype = to_dtype(cfg.model.dtype)
     codec = load_codec(ckpt, dtype=dtype, device=device)
     eval_codec = codec if dtype == torch.float32 else load_codec(ckpt, dtype=torch.float32, device=device)
     return ckpt, codec, eval_codec

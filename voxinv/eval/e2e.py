@@ -17,9 +17,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from voxinv import rundir
+from voxinv.voxtral.device import pick_device
 
 # Harvard sentences (IEEE 1969, public domain): held out from any target we ship
 SENTENCES = [
@@ -91,8 +91,7 @@ def evaluate_e2e(
         if not (run / f).is_file():
             raise FileNotFoundError(f"{run} has no {f}: pass a finished voxinv run directory")
     loss_models = loss_models_of_run(run, rundir.read_metrics(run))
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+    device = str(pick_device(device, "--device "))
     tts = VoxtralTTS.from_pretrained(model, device=device)
     sr = tts.sampling_rate
     target = read_audio(run / rundir.TARGET, sr).numpy()

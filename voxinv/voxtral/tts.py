@@ -30,7 +30,6 @@ from voxinv.voxtral.codes import END_AUDIO, frames_to_batch, strip_end, to_raw
 from voxinv.voxtral.flow import AcousticTransformer
 from voxinv.voxtral.prompt import Prompt, PromptError, build_prompt, load_tokenizer
 
-DTYPES = {"fp32": torch.float32, "float32": torch.float32, "bf16": torch.bfloat16, "bfloat16": torch.bfloat16}
 DEFAULT_MAX_FRAMES = 2048  # the deployment's max_tokens (≈ 164 s)
 # a frame cap that fits the text: the slowest speech expected (4 characters/s; ≈ 15 is usual) plus
 # lead-in/out, so a voice that never says END stops after seconds, not after 164 s of frames
