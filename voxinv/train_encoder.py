@@ -31,8 +31,10 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from voxinv.invert.module import _Frozen
-from voxinv.run import CONF_DIR, DTYPES, model_path, pick_device, resume_checkpoint
+from voxinv.run import CONF_DIR, model_path, pick_device, resume_checkpoint
+from voxinv.rundir import write_metrics
 from voxinv.voxtral.codec import CodecEncoder, VoxtralCodec, load_encoder_tensors
+from voxinv.voxtral.device import to_dtype
 
 log = logging.getLogger("voxinv")
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -473,7 +475,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
     device = pick_device(cfg.device)
 
     ckpt = Checkpoint(model_path(cfg))
-    codec = load_codec(ckpt, dtype=DTYPES[cfg.model.dtype], with_encoder=False)  # frozen; moved in on_fit_start
+    codec = load_codec(ckpt, dtype=to_dtype(cfg.model.dtype), with_encoder=False)  # frozen; moved in on_fit_start
     sr, spf = codec.sampling_rate, codec.samples_per_frame
     recs = load_recordings(train_files, sr, float(d.peak))
     length = int(d.crop_frames) * spf
@@ -544,7 +546,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
         return {}
 
     # export, then prove the file loads through load_codec and encodes exactly as trained
-    enc_path = save_encoder(module.encoder.cpu(), out / "encoder.safetensors", DTYPES[cfg.export.dtype])
+    enc_path = save_encoder(module.encoder.cpu(), out / "encoder.safetensors", to_dtype(cfg.export.dtype))
     metrics: dict = {
         "encoder": str(enc_path),
         "model": str(ckpt.path),
@@ -576,7 +578,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
             c1 = reloaded.encode(x[:, None])
             c0 = reloaded.quantizer.encode(module.encoder(x[:, None].to(reloaded.dtype)))
         metrics["reload_codes_equal"] = bool(torch.equal(c0, c1))
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_metrics(out, metrics)
     if is_wandb(logger):
         import wandb
 
