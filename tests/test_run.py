@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from hydra import compose, initialize_config_dir
+from fast_config import compose_fast
 from omegaconf import DictConfig, OmegaConf
 
 import voxinv.run as R
@@ -45,12 +45,7 @@ def _env(voxinv_cache, monkeypatch):
 
 def cfg_of(*overrides: str) -> DictConfig:
     """The real config with FAST settings; later overrides replace earlier ones (also group choices)."""
-    o = dict(FAST)
-    o.update(x.split("=", 1) for x in overrides)
-    if o.get("target", "synthetic") != "synthetic":
-        del o["target.n_frames"]
-    with initialize_config_dir(config_dir=R.CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"{k}={v}" for k, v in o.items()])
+    return compose_fast(FAST, *overrides)
 
 
 def check_run(

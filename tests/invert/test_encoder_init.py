@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from hydra import compose, initialize_config_dir
+from fast_config import compose_fast
 from omegaconf import DictConfig
 from safetensors.torch import save_file
 
@@ -38,10 +38,7 @@ def _env(voxinv_cache, monkeypatch):
 
 
 def cfg_of(*overrides: str) -> DictConfig:
-    o = dict(FAST)
-    o.update(x.split("=", 1) for x in overrides)
-    with initialize_config_dir(config_dir=R.CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"{k}={v}" for k, v in o.items()])
+    return compose_fast(FAST, *overrides)
 
 
 def start_objective(cfg: DictConfig, codec, wav: torch.Tensor, codes: torch.Tensor) -> float:

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from fast_config import compose_fast
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
@@ -38,10 +39,7 @@ def _env(voxinv_cache, monkeypatch):
 
 
 def cfg_of(*overrides: str) -> DictConfig:
-    o = dict(FAST)
-    o.update(x.split("=", 1) for x in overrides)
-    with initialize_config_dir(config_dir=R.CONF_DIR, version_base="1.3"):
-        return compose("config", overrides=[f"{k}={v}" for k, v in o.items()])
+    return compose_fast(FAST, *overrides)
 
 
 def _stop_at(k: int) -> type:
