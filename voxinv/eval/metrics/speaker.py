@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 import numpy as np
 import torch
 
-from voxinv.eval.metrics.common import SR, Audio, MetricError, Unavailable, need, resample, scalar, to_mono
+from voxinv.eval.metrics.common import SR, Audio, MetricError, Unavailable, need, resample, scalar, to_mono, try_metric
 
 # Graders: name → what is recorded as the grading model.
 SPK_GRADERS = {
@@ -134,13 +134,8 @@ def speaker_metrics(
     out: dict[str, float | str | bool] = {}
     for g in graders:
         key = f"spk_sim_{g}"
-        try:
-            out[key] = speaker_similarity(ref, est, sr, g)
-        except Unavailable as e:
-            out[f"{key}_skipped"] = str(e)
-            continue
-        except MetricError as e:
-            out[f"{key}_error"] = str(e)
+        try_metric(out, key, speaker_similarity, ref, est, sr, g)
+        if key not in out:  # skipped or failed: recorded as <key>_skipped / <key>_error
             continue
         out[f"{key}_model"] = spk_model(g)
         out[f"{key}_self_graded"] = is_self_graded(g, loss_models)
