@@ -283,7 +283,7 @@ def test_non_finite_loss_stops_cleanly(tmp_path, monkeypatch, codec, ckpt, table
     from voxinv.invert import losses
 
     j, calls = 2, {"n": 0}
-    orig = losses._L1.forward
+    orig = losses.WaveformL1.forward
 
     def nan_at_step_j(self, y, x):
         out = orig(self, y, x)
@@ -293,7 +293,7 @@ def test_non_finite_loss_stops_cleanly(tmp_path, monkeypatch, codec, ckpt, table
                 return out * float("nan")
         return out
 
-    monkeypatch.setattr(losses._L1, "forward", nan_at_step_j)
+    monkeypatch.setattr(losses.WaveformL1, "forward", nan_at_step_j)
     out, m, cfg = _run(tmp_path, "nan", "loss=l1+stft", "steps=6")
     assert m["stopped"] and f"non-finite loss at step {j} (terms: l1, total)" in m["stopped"]
     assert "kept the last codes with a finite loss" in m["stopped"]

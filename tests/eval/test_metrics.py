@@ -66,13 +66,21 @@ def test_signal_identical_is_perfect(speech):
 
 
 def test_mel_metric_is_the_mel_loss(speech):
-    """One log-mel definition: the `mel` loss term with the metric's settings gives the `mel` metric."""
-    from voxinv.invert.losses import MultiScaleMel
+    """One log-mel definition: the `mel` loss term as the default config builds it gives the `mel` metric."""
+    from hydra import compose, initialize_config_dir
+    from hydra.utils import instantiate
 
-    y = _noisy(speech, 10)
-    loss = MultiScaleMel(SR, M.signal.MEL_FFTS, M.signal.MEL_BINS)(
-        torch.from_numpy(y).float()[None], torch.from_numpy(speech).float()
+    from voxinv.run import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        mel = compose("config").loss.mel
+    assert (tuple(mel.fft_sizes), mel.n_mels, mel.hop_ratio) == (
+        M.signal.MEL_FFTS,
+        M.signal.MEL_BINS,
+        M.signal.MEL_HOP_RATIO,
     )
+    y = _noisy(speech, 10)
+    loss = instantiate(mel, sr=SR)(torch.from_numpy(y).float()[None], torch.from_numpy(speech).float())
     assert M.log_mel_distance(speech, y, SR) == pytest.approx(float(loss[0]), rel=1e-6)
     # log(mel + eps), not log(max(mel, eps)): sound far below eps still counts (a clamp would give 0)
     faint = 1e-10 * np.random.default_rng(0).standard_normal(SR // 4)

@@ -164,7 +164,7 @@ def test_balancer_ema_and_state():
     avg = (0.5 * norms[0] + norms[1]) / 1.5  # bias-corrected EMA after two steps
     g = _grads(y, {"l1": terms_m["l1"](y, x)})["l1"]
     torch.testing.assert_close(y.grad, g / avg, rtol=1e-5, atol=1e-9)
-    other = Balancer(ema_decay=0.5)
+    other = Balancer(total_norm=1.0, ema_decay=0.5)
     other.load_state_dict(bal.state_dict())
     assert other.norms == bal.norms and other.count == 2
 

@@ -87,7 +87,7 @@ def test_deferred_nan_watch_reports_the_first_bad_step(tmp_path, monkeypatch):
     from voxinv.invert import losses, module
 
     j, calls = 2, {"n": 0}
-    orig = losses._L1.forward
+    orig = losses.WaveformL1.forward
 
     def nan_from_step_j(self, y, x):
         out = orig(self, y, x)
@@ -109,7 +109,7 @@ def test_deferred_nan_watch_reports_the_first_bad_step(tmp_path, monkeypatch):
             evaluated.append(codes)
         return orig_eval(self, step, codes, log)
 
-    monkeypatch.setattr(losses._L1, "forward", nan_from_step_j)
+    monkeypatch.setattr(losses.WaveformL1, "forward", nan_from_step_j)
     monkeypatch.setattr(module.InversionModule, "_watch", watch)
     monkeypatch.setattr(module.InversionModule, "evaluate", evaluate)
     _, m, _ = _run(tmp_path, "nan3", "loss=l1+stft", "steps=8", "eval_every=0", "loop.sync_every=3")

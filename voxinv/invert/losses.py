@@ -9,11 +9,13 @@ No term swallows an exception: a failing term fails the step.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
 import torchaudio
+from hydra.utils import get_object, instantiate
 from torch import nn
 
 from voxinv.eval.metrics.signal import MultiScaleLogMel
@@ -35,10 +37,10 @@ class MultiResSTFT(nn.Module):
     def __init__(
         self,
         fft_sizes: Sequence[int],
-        hop_ratio: float = 0.25,
-        w_sc: float = 1.0,
-        w_log_mag: float = 1.0,
-        w_lin_mag: float = 0.0,
+        hop_ratio: float,
+        w_sc: float,
+        w_log_mag: float,
+        w_lin_mag: float,
     ):
         super().__init__()
         import auraloss
@@ -83,7 +85,9 @@ MultiScaleMel = MultiScaleLogMel
 
 
 class MFCCLoss(nn.Module):
-    def __init__(self, sr: int, n_mfcc: int = 40, n_fft: int = 2048, hop: int = 512, n_mels: int = 128):
+    """Mean |MFCC(y) − MFCC(x)| (torchaudio MFCC, ``n_mels`` mel bands of ``n_fft``, hop ``hop``)."""
+
+    def __init__(self, sr: int, n_mfcc: int, n_fft: int, hop: int, n_mels: int):
         super().__init__()
         self.mfcc = torchaudio.transforms.MFCC(
             sr, n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop, "n_mels": n_mels}
@@ -157,7 +161,7 @@ class Balancer:
     its weight's share, independent of the term's raw scale (EMA of gradient norms).
     """
 
-    def __init__(self, total_norm: float = 1.0, ema_decay: float = 0.999, eps: float = 1e-12):
+    def __init__(self, total_norm: float, ema_decay: float, eps: float = 1e-12):
         self.total_norm, self.decay, self.eps = total_norm, ema_decay, eps
         self.norms: dict[str, float] = {}
         self.count = 0
@@ -207,31 +211,35 @@ def discrete_losses(
     return losses(wav, target, sample, weights), wav
 
 
-def build_terms(cfg: Mapping, sr: int, target: torch.Tensor, speaker_encoder: nn.Module | None) -> dict[str, nn.Module]:
-    """Instantiate the waveform terms with positive weight from the ``loss`` config group."""
+def build_terms(
+    cfg: Mapping, sr: int, target: torch.Tensor | None, speaker_encoder: nn.Module | None
+) -> dict[str, nn.Module]:
+    """The waveform terms with positive weight, each instantiated from its ``_target_`` node in the
+    ``loss`` group (``loss.<name>``). A term's constructor receives the run-time values it names
+    among ``sr`` (sampling rate), ``target`` (the target waveform ``[N]``) and ``encoder`` (speaker)."""
+    run_time = {"sr": sr, "target": target, "encoder": speaker_encoder}
     terms: dict[str, nn.Module] = {}
-    weights = cfg["weights"]
-    for name, w in weights.items():
-        if w <= 0 or name not in WAVE_TERMS:
+    for name, w in cfg["weights"].items():
+        if w <= 0 or name not in WAVE_TERMS:  # prior / commit are not waveform modules
             continue
-        if name == "l1":
-            terms[name] = _L1()
-        elif name == "stft":
-            c = cfg["stft"]
-            terms[name] = MultiResSTFT(c["fft_sizes"], c["hop_ratio"], c["w_sc"], c["w_log_mag"], c["w_lin_mag"])
-        elif name == "mel":
-            c = cfg["mel"]
-            terms[name] = MultiScaleMel(sr, c["fft_sizes"], c["n_mels"], c["hop_ratio"])
-        elif name == "mfcc":
-            c = cfg["mfcc"]
-            terms[name] = MFCCLoss(sr, c["n_mfcc"], c["n_fft"], c["hop"], c["n_mels"])
-        elif name == "spk":
-            if speaker_encoder is None:
-                raise ValueError("loss 'spk' needs the speaker encoder (pip install --no-deps resemblyzer)")
-            terms[name] = SpeakerTerm(speaker_encoder, target, sr)
+        node = cfg[name]
+        takes = {k: v for k, v in run_time.items() if k in inspect.signature(get_object(node["_target_"])).parameters}
+        missing = [k for k, v in takes.items() if v is None]
+        if missing:  # checked here: instantiate would wrap the constructor's error in its own
+            raise ValueError(f"loss {name!r} needs {', '.join(_RUN_TIME[k] for k in missing)}")
+        terms[name] = instantiate(node, **takes)
     return terms
 
 
-class _L1(nn.Module):
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+_RUN_TIME = {
+    "sr": "the sampling rate",
+    "target": "the target waveform",
+    "encoder": "the speaker encoder (pip install --no-deps resemblyzer)",
+}
+
+
+class WaveformL1(nn.Module):
+    """Mean |y − x| over samples."""
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
         return (y - x[None]).abs().mean(-1)

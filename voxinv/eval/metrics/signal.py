@@ -16,8 +16,9 @@ from torch import nn
 
 from voxinv.eval.metrics.common import SR, Audio, equal_length, scalar, to_mono
 
-MEL_FFTS = (512, 1024, 2048)  # the metric's scales (hop n_fft/4, 80 mels): the mel loss's defaults in conf/loss
+MEL_FFTS = (512, 1024, 2048)  # the metric's scales, mel bands and hop: the mel loss's settings in conf/loss/_base_.yaml
 MEL_BINS = 80
+MEL_HOP_RATIO = 0.25
 
 
 class MultiScaleLogMel(nn.Module):
@@ -26,9 +27,7 @@ class MultiScaleLogMel(nn.Module):
     Magnitude (power 1) mel spectrograms, hop ``n_fft · hop_ratio``, centred frames.
     """
 
-    def __init__(
-        self, sr: int, fft_sizes: Sequence[int], n_mels: int = MEL_BINS, hop_ratio: float = 0.25, eps: float = 1e-5
-    ):
+    def __init__(self, sr: int, fft_sizes: Sequence[int], n_mels: int, hop_ratio: float, eps: float = 1e-5):
         super().__init__()
         import torchaudio
 
@@ -84,7 +83,7 @@ def mrstft_distance(ref: Audio, est: Audio, sr: int = SR) -> float:
 
 @functools.lru_cache(maxsize=8)
 def _log_mel(sr: int, n_ffts: tuple[int, ...], n_mels: int) -> MultiScaleLogMel:
-    return MultiScaleLogMel(sr, n_ffts, n_mels)
+    return MultiScaleLogMel(sr, n_ffts, n_mels, MEL_HOP_RATIO)
 
 
 def log_mel_distance(
