@@ -157,16 +157,17 @@ def time_module(s: Setup, warmup: int, steps: int) -> dict:
 
 
 def _bare_loop(s: Setup, objective, warmup: int, steps: int, noise: bool) -> dict:
-    """Adam + clip around ``objective(sample) -> loss``; the step of training_step without Lightning."""
-    from voxinv.invert import schedule
+    """The configured optimizer (optim.optimizer) + clip around ``objective(sample) -> loss``; the step of training_step without Lightning."""
+    from hydra.utils import instantiate
 
     cfg = s.cfg
     params = s.params.to(s.device)
-    opt = torch.optim.Adam(params.parameters(), lr=float(cfg.optim.lr), betas=tuple(cfg.optim.betas))
+    opt = instantiate(cfg.optim.optimizer, _convert_="all")(params.parameters())
+    temperature = instantiate(cfg.schedule.temperature)  # f(step, total)
     gen = torch.Generator().manual_seed(2)
 
     def step(i: int) -> None:
-        tau = schedule.temperature(i, warmup + steps, **cfg.schedule.temperature)
+        tau = temperature(i, warmup + steps)
         sample = params(tau, noise=gen if noise else None)
         loss = objective(sample)
         opt.zero_grad(set_to_none=True)

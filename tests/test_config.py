@@ -50,6 +50,7 @@ def _loss_with(terms: set[str]) -> str | None:
 def _check(cfg: DictConfig) -> None:
     """The composed config resolves and every kind/name in it is one the code accepts."""
     import pytorch_lightning as pl
+    from hydra.utils import instantiate
 
     from voxinv.invert import schedule
     from voxinv.invert.losses import KNOWN_TERMS, Balancer
@@ -67,7 +68,7 @@ def _check(cfg: DictConfig) -> None:
     assert cfg.target.kind in ("file", "preset", "synthetic")
     assert cfg.codes.semantic in SEMANTIC_KINDS and cfg.codes.acoustic == "fsq_ste"
     assert cfg.init.kind in ("random", "warm_start", "coord_descent", "encoder")
-    assert cfg.optim.name in ("adam", "adamw", "sgd")
+    assert cfg.optim.optimizer._target_.startswith("torch.optim.") and cfg.optim.optimizer.lr == cfg.optim.lr
     assert cfg.checkpoint_every == cfg.callbacks.checkpoint.every_n_train_steps
     assert set(cfg.loss.weights) <= set(KNOWN_TERMS), cfg.loss.weights
     assert all(w >= 0 for w in cfg.loss.weights.values())
@@ -75,9 +76,10 @@ def _check(cfg: DictConfig) -> None:
     assert set(cfg.loss.prior) <= set(inspect.signature(BackbonePrior).parameters)
     assert set(cfg.trainer) <= set(inspect.signature(pl.Trainer).parameters), cfg.trainer
     n = int(cfg.steps)
+    lr_factor, temperature = instantiate(cfg.schedule.lr), instantiate(cfg.schedule.temperature)
     for step in (0, 1, n // 2, n - 1, n):
-        assert 0 < schedule.lr_factor(step, n, **cfg.schedule.lr) <= 1
-        assert schedule.temperature(step, n, **cfg.schedule.temperature) > 0
+        assert 0 < lr_factor(step, n) <= 1
+        assert temperature(step, n) > 0
         w = schedule.loss_weights(step, cfg.loss.weights, cfg.schedule.ramps)
         assert set(w) == set(cfg.loss.weights)
 
@@ -190,9 +192,11 @@ def test_experiment_seed_recipe():
     assert cfg.codes.semantic == "gumbel" and cfg.init.kind == "random"
     assert dict(cfg.loss.weights) == {"l1": 0.5, "stft": 1.0, "mel": 1.0, "mfcc": 1.0, "spk": 0.5}
     assert len(cfg.loss.stft.fft_sizes) == 8 and list(cfg.loss.mel.fft_sizes) == [2048]
-    assert dict(cfg.schedule.temperature) == {"kind": "exp", "start": 1.0, "end": 0.5, "decay": 0.995}
-    assert (cfg.schedule.lr.kind, cfg.schedule.lr.warmup, cfg.schedule.lr.min_ratio) == ("cosine", 0, 0.01)
-    assert (cfg.optim.name, cfg.optim.lr, cfg.optim.grad_clip) == ("adam", 0.1, 1.0)
+    t = cfg.schedule.temperature
+    assert (t._target_, t.start, t.end, t.decay) == ("voxinv.invert.schedule.exp_decay", 1.0, 0.5, 0.995)
+    lr = cfg.schedule.lr
+    assert (lr._target_, lr.warmup, lr.min_ratio) == ("voxinv.invert.schedule.warmup_cosine", 0, 0.01)
+    assert (cfg.optim.optimizer._target_, cfg.optim.optimizer.lr, cfg.optim.grad_clip) == ("torch.optim.Adam", 0.1, 1.0)
 
 
 def test_debug_fast():

@@ -375,7 +375,7 @@ class EncoderModule(pl.LightningModule):
             self.val_media = (batch[0].cpu(), y[0].cpu())
 
     def configure_optimizers(self):
-        from voxinv.invert.schedule import lr_factor
+        from voxinv.invert.schedule import warmup_cosine
 
         o = self.cfg.optim
         if o.name == "adamw":
@@ -388,7 +388,7 @@ class EncoderModule(pl.LightningModule):
             raise ValueError(f"optim.name={o.name!r}: expected adamw or sgd")
         total = int(self.cfg.steps)
         sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: lr_factor(s, total, int(o.warmup), float(o.min_ratio), "cosine")
+            opt, lambda s: warmup_cosine(s, total, int(o.warmup), float(o.min_ratio))
         )
         return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step"}}
 

@@ -6,53 +6,44 @@ import math
 
 import pytest
 
-from voxinv.invert.schedule import loss_weights, lr_factor, ramp, temperature
+from voxinv.invert.schedule import constant, cosine, exp_decay, loss_weights, ramp, warmup_constant, warmup_cosine
 
 
 def test_lr_warmup_is_linear_then_cosine_to_min_ratio():
     total, warm, lo = 110, 10, 0.05
-    assert [lr_factor(s, total, warm, lo) for s in range(warm)] == pytest.approx([(s + 1) / warm for s in range(warm)])
-    assert lr_factor(warm, total, warm, lo) == pytest.approx(1.0)  # cosine starts at the top
-    assert lr_factor(warm + 50, total, warm, lo) == pytest.approx(lo + (1 - lo) / 2)  # half way
-    assert lr_factor(total, total, warm, lo) == pytest.approx(lo)
-    assert lr_factor(10 * total, total, warm, lo) == pytest.approx(lo)  # held at the floor after the run
+    f = warmup_cosine
+    assert [f(s, total, warm, lo) for s in range(warm)] == pytest.approx([(s + 1) / warm for s in range(warm)])
+    assert f(warm, total, warm, lo) == pytest.approx(1.0)  # cosine starts at the top
+    assert f(warm + 50, total, warm, lo) == pytest.approx(lo + (1 - lo) / 2)  # half way
+    assert f(total, total, warm, lo) == pytest.approx(lo)
+    assert f(10 * total, total, warm, lo) == pytest.approx(lo)  # held at the floor after the run
     s = warm + 17
-    assert lr_factor(s, total, warm, lo) == pytest.approx(lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * 17 / 100)))
-    vals = [lr_factor(s, total, warm, lo) for s in range(warm, total + 1)]
+    assert f(s, total, warm, lo) == pytest.approx(lo + (1 - lo) * 0.5 * (1 + math.cos(math.pi * 17 / 100)))
+    vals = [f(s, total, warm, lo) for s in range(warm, total + 1)]
     assert all(a >= b for a, b in zip(vals, vals[1:]))  # monotone decay
 
 
 def test_lr_without_warmup_and_constant():
-    assert lr_factor(0, 50, 0, 0.01) == pytest.approx(1.0)
-    assert lr_factor(50, 50, 0, 0.01) == pytest.approx(0.01)
-    assert lr_factor(1, 1, 0, 0.2) == pytest.approx(0.2)  # one-step run: no division by zero
-    assert [lr_factor(s, 50, 0, 0.3, kind="constant") for s in (0, 25, 50)] == [1.0, 1.0, 1.0]
-    assert lr_factor(1, 50, 4, 0.3, kind="constant") == pytest.approx(0.5)  # warmup applies to constant too
-
-
-def test_lr_unknown_kind():
-    with pytest.raises(ValueError, match="schedule.lr.kind='linear'"):
-        lr_factor(20, 100, 0, 0.0, kind="linear")
+    assert warmup_cosine(0, 50, 0, 0.01) == pytest.approx(1.0)
+    assert warmup_cosine(50, 50, 0, 0.01) == pytest.approx(0.01)
+    assert warmup_cosine(1, 1, 0, 0.2) == pytest.approx(0.2)  # one-step run: no division by zero
+    assert [warmup_constant(s, 50, 0) for s in (0, 25, 50)] == [1.0, 1.0, 1.0]
+    assert warmup_constant(1, 50, 4) == pytest.approx(0.5)  # warmup applies to constant too
 
 
 def test_temperature_kinds():
-    assert temperature(123, 1000, start=0.7, end=0.1, kind="constant") == 0.7
+    assert constant(123, 1000, 0.7) == 0.7
     # exp: the public recipe's 1.0 · 0.995^step, floored at 0.5
-    assert temperature(0, 5000, 1.0, 0.5, "exp", 0.995) == 1.0
-    assert temperature(100, 5000, 1.0, 0.5, "exp", 0.995) == pytest.approx(0.995**100)
+    assert exp_decay(0, 5000, 1.0, 0.5, 0.995) == 1.0
+    assert exp_decay(100, 5000, 1.0, 0.5, 0.995) == pytest.approx(0.995**100)
     floor_step = math.ceil(math.log(0.5) / math.log(0.995))
-    assert temperature(floor_step, 5000, 1.0, 0.5, "exp", 0.995) == 0.5
-    assert temperature(4999, 5000, 1.0, 0.5, "exp", 0.995) == 0.5
+    assert exp_decay(floor_step, 5000, 1.0, 0.5, 0.995) == 0.5
+    assert exp_decay(4999, 5000, 1.0, 0.5, 0.995) == 0.5
     # cosine: start → end over the run, then held
-    assert temperature(0, 100, 2.0, 0.3, "cosine") == pytest.approx(2.0)
-    assert temperature(50, 100, 2.0, 0.3, "cosine") == pytest.approx(1.15)
-    assert temperature(100, 100, 2.0, 0.3, "cosine") == pytest.approx(0.3)
-    assert temperature(500, 100, 2.0, 0.3, "cosine") == pytest.approx(0.3)
-
-
-def test_temperature_unknown_kind():
-    with pytest.raises(ValueError, match="schedule.temperature.kind='linear'"):
-        temperature(0, 10, kind="linear")
+    assert cosine(0, 100, 2.0, 0.3) == pytest.approx(2.0)
+    assert cosine(50, 100, 2.0, 0.3) == pytest.approx(1.15)
+    assert cosine(100, 100, 2.0, 0.3) == pytest.approx(0.3)
+    assert cosine(500, 100, 2.0, 0.3) == pytest.approx(0.3)
 
 
 def test_ramp():

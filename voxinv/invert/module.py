@@ -11,6 +11,7 @@ from collections.abc import Mapping
 
 import pytorch_lightning as pl
 import torch
+from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from voxinv.invert import schedule
@@ -120,6 +121,7 @@ class InversionModule(pl.LightningModule):
         self.noise = torch.Generator()  # Gumbel noise: own generator so resume replays it exactly
         self.noise.manual_seed(int(cfg.seed) + 1)
         self.balancer = Balancer(**cfg.loss.balancer.kwargs) if cfg.loss.balancer.enabled else None
+        self.tau_schedule = instantiate(cfg.schedule.temperature)  # f(step, total) -> τ (conf/schedule)
         self.history: list[dict] = []  # eval records (step, metrics), kept in checkpoints
         self._finite: dict | None = None  # device-side NaN watch (see _watch)
         self.best: dict | None = None  # {"objective", "step", "codes" [T, 37]}: what gets exported
@@ -143,7 +145,7 @@ class InversionModule(pl.LightningModule):
         sync = every == 1 or (step + 1) % every == 0 or step + 1 == total_steps  # host syncs only here
 
         # 1. sample discrete codes (straight-through) and decode them with the frozen codec
-        tau = schedule.temperature(step, total_steps, **cfg.schedule.temperature)
+        tau = self.tau_schedule(step, total_steps)
         sample = self.params(tau, noise=self.noise)
         win = cfg.window  # long clips: this step's window of frames (+ left context), else the whole clip
         latent, target, cut = window_of(step, sample.latent, self.target, win.frames, win.context)
@@ -243,22 +245,11 @@ class InversionModule(pl.LightningModule):
 
     # ------------------------------------------------------------------------------ configuration
     def configure_optimizers(self):
-        o = self.cfg.optim
-        if o.name == "adam":
-            opt = torch.optim.Adam(self.params.parameters(), lr=o.lr, betas=tuple(o.betas))
-        elif o.name == "adamw":
-            opt = torch.optim.AdamW(
-                self.params.parameters(), lr=o.lr, betas=tuple(o.betas), weight_decay=o.weight_decay
-            )
-        elif o.name == "sgd":
-            opt = torch.optim.SGD(self.params.parameters(), lr=o.lr, momentum=o.momentum)
-        else:
-            raise ValueError(f"optim.name={o.name!r}: expected adam, adamw or sgd")
-        lr = self.cfg.schedule.lr
-        total = int(self.cfg.steps)
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: schedule.lr_factor(s, total, lr.warmup, lr.min_ratio, lr.kind)
-        )
+        """``optim.optimizer`` (a torch.optim class, ``_partial_``) on the code parameters; the LR follows
+        ``schedule.lr`` (a multiplier ``f(step, total)``). ``optim.grad_clip`` is applied in the step."""
+        opt = instantiate(self.cfg.optim.optimizer, _convert_="all")(self.params.parameters())
+        factor, total = instantiate(self.cfg.schedule.lr), int(self.cfg.steps)
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s, total))
         return [opt], [sched]
 
     def on_save_checkpoint(self, checkpoint: dict) -> None:

@@ -5,33 +5,40 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 
+# The `schedule` group builds `lr` and `temperature` with hydra.utils.instantiate (`_partial_: true`):
+# each is one of the functions below with its settings bound, called as f(step, total).
 
-def lr_factor(step: int, total: int, warmup: int = 0, min_ratio: float = 0.0, kind: str = "cosine") -> float:
-    """Multiplier of the base LR: linear warmup over ``warmup`` steps, then cosine (or constant) decay."""
+
+def warmup_cosine(step: int, total: int, warmup: int, min_ratio: float) -> float:
+    """LR multiplier: linear warmup over ``warmup`` steps, then cosine from 1 to ``min_ratio`` at ``total`` (held after)."""
     if warmup > 0 and step < warmup:
         return (step + 1) / warmup
-    if kind == "constant":
-        return 1.0
-    if kind != "cosine":
-        raise ValueError(f"schedule.lr.kind={kind!r}: expected 'cosine' or 'constant'")
     span = max(1, total - warmup)
     p = min(1.0, (step - warmup) / span)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * p))
 
 
-def temperature(
-    step: int, total: int, start: float = 1.0, end: float = 1.0, kind: str = "constant", decay: float = 1.0
-) -> float:
-    """``constant`` (start) · ``exp`` (start·decay^step, floored at end — the public recipe's) ·
-    ``cosine`` (start → end over the run)."""
-    if kind == "constant":
-        return start
-    if kind == "exp":
-        return max(end, start * decay**step)
-    if kind == "cosine":
-        p = min(1.0, step / max(1, total))
-        return end + (start - end) * 0.5 * (1 + math.cos(math.pi * p))
-    raise ValueError(f"schedule.temperature.kind={kind!r}: expected constant, exp or cosine")
+def warmup_constant(step: int, total: int, warmup: int) -> float:
+    """LR multiplier: linear warmup over ``warmup`` steps, then 1."""
+    if warmup > 0 and step < warmup:
+        return (step + 1) / warmup
+    return 1.0
+
+
+def constant(step: int, total: int, value: float) -> float:
+    """``value`` at every step (temperature)."""
+    return value
+
+
+def exp_decay(step: int, total: int, start: float, end: float, decay: float) -> float:
+    """``start · decay^step`` floored at ``end`` (the public recipe's temperature)."""
+    return max(end, start * decay**step)
+
+
+def cosine(step: int, total: int, start: float, end: float) -> float:
+    """``start`` → ``end`` over the run (cosine), then held (temperature annealing)."""
+    p = min(1.0, step / max(1, total))
+    return end + (start - end) * 0.5 * (1 + math.cos(math.pi * p))
 
 
 def ramp(step: int, start: int = 0, length: int = 0) -> float:
