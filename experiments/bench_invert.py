@@ -71,8 +71,9 @@ class Setup:
     """Codec, target, losses and code parameters of one benchmark cell."""
 
     def __init__(self, codec, cfg, seconds: float, restarts: int, device: torch.device):
+        from hydra.utils import instantiate
+
         from voxinv.invert.losses import LossSuite, build_terms
-        from voxinv.invert.params import CodeParams
         from voxinv.invert.target import synthetic
 
         self.codec, self.cfg, self.device = codec, cfg, device
@@ -88,16 +89,12 @@ class Setup:
         self.weights = weights
         terms = build_terms(cfg.loss, codec.sampling_rate, self.target.wav.to(device), spk)
         self.losses = LossSuite(weights, terms).to(device)
-        c = cfg.codes
-        self.params = CodeParams(
+        self.params = instantiate(cfg.codes, _partial_=True)(
             codec.quantizer.semantic_codebook.table.float().cpu(),
             restarts,
             frames,
-            semantic=c.semantic,
             levels=codec.args.acoustic_codebook_size,
             n_acoustic=codec.args.acoustic_dim,
-            init_logit_scale=c.init_logit_scale,
-            init_acoustic_std=c.init_acoustic_std,
             generator=torch.Generator().manual_seed(1),
         )
 

@@ -99,12 +99,13 @@ class Proxy:
     def __init__(self, cache: dict):
         from omegaconf import OmegaConf
 
-        from voxinv.run import CONF_DIR, model_path
+        from voxinv.run import CONF_DIR
         from voxinv.voxtral.checkpoint import Checkpoint
         from voxinv.voxtral.codec import load_codec
+        from voxinv.voxtral.models import model_path
 
         cfg = OmegaConf.create({"model": OmegaConf.load(Path(CONF_DIR) / "model" / "proxy.yaml")})
-        self.codec = load_codec(Checkpoint(model_path(cfg)), dtype=torch.float32)
+        self.codec = load_codec(Checkpoint(model_path(cfg.model)), dtype=torch.float32)
         self.cache = cache
 
     def target(self, path: Path, common: list[str]) -> torch.Tensor:

@@ -28,8 +28,10 @@ import voxinv.run as R
 from voxinv.audio import read_audio
 from voxinv.eval.metrics import speaker_similarity
 from voxinv.invert.encoder_init import encoder_codec, encoder_codes
+from voxinv.invert.target import build_target
 from voxinv.voxtral.checkpoint import Checkpoint
 from voxinv.voxtral.codec import load_codec
+from voxinv.voxtral.models import model_path
 from voxinv.voxtral.proxy import envelope_correlation, mr_log_mel
 
 REFINE = {
@@ -101,7 +103,7 @@ def main() -> None:
         else set()
     )
 
-    ckpt = Checkpoint(R.model_path(compose_cfg(clips[0][1], 0, 0, [])))
+    ckpt = Checkpoint(model_path(compose_cfg(clips[0][1], 0, 0, []).model))
     codec = load_codec(ckpt, device=a.device)
     encoders = {
         "learned": encoder_codec(ckpt, a.encoder, device=a.device),
@@ -114,7 +116,7 @@ def main() -> None:
                     continue
                 if method in ALONE:
                     cfg = compose_cfg(path, seed, 0, [])
-                    target = R.build_target(cfg, codec, ckpt)
+                    target = build_target(cfg.target, codec, ckpt)
                     t0 = time.time()
                     codes = encoder_codes(encoders[method], target.wav)
                     with torch.no_grad():
@@ -122,7 +124,7 @@ def main() -> None:
                     row = {"seconds": time.time() - t0, "run": None}
                 else:
                     cfg = compose_cfg(path, seed, a.steps, REFINE[method](a))
-                    target = R.build_target(cfg, codec, ckpt)
+                    target = build_target(cfg.target, codec, ckpt)
                     run_dir = out / cid / method / f"s{seed}"
                     res = R.run(cfg, run_dir)
                     rec = read_audio(run_dir / "reconstruction.wav", codec.sampling_rate)

@@ -110,8 +110,9 @@ step eval 300 "$PY" -m voxinv.eval "$O/runs/default" --which signal --out "$O/ev
 TINY=$("$PY" -c "
 from hydra import compose, initialize_config_dir
 import voxinv.run as R
+from voxinv.voxtral.models import model_path
 with initialize_config_dir(config_dir=R.CONF_DIR, version_base='1.3'):
-    print(R.model_path(compose('config', overrides=['model=tiny'])))
+    print(model_path(compose('config', overrides=['model=tiny']).model))
 " 2>/dev/null | tail -n 1)
 step tts 300 "$PY" -m voxinv tts --model "$TINY" --voice neutral_female --text "Hello from the GPU check." \
   --out "$O/tts.wav" --device "$DEVICE" --max-frames "$TTS_FRAMES"

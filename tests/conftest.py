@@ -35,7 +35,7 @@ def tiny_dir_encoder(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def voxinv_cache(tmp_path_factory, tiny_dir) -> Path:
     """VOXINV_CACHE for runs with model=tiny: the session's ``tiny_dir`` under the name that
-    ``voxinv.run.model_path`` looks for, so the tiny model is generated once per session."""
+    ``voxinv.voxtral.models.model_path`` looks for, so the tiny model is generated once per session."""
     from voxinv.voxtral.tiny import tiny_fingerprint
 
     cache = tmp_path_factory.getbasetemp() / "voxinv-cache"

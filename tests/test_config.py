@@ -11,7 +11,8 @@ from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
 from omegaconf import DictConfig, OmegaConf
 
-from voxinv.run import CONF_DIR, DTYPES
+from voxinv.run import CONF_DIR
+from voxinv.voxtral.device import DTYPES
 
 CONF = Path(CONF_DIR)
 
@@ -66,7 +67,7 @@ def _check(cfg: DictConfig) -> None:
     assert cfg.model.dtype in DTYPES
     assert cfg.model.name in ("tiny", "proxy") or cfg.model.path  # generated models need no path
     assert cfg.target.kind in ("file", "preset", "synthetic")
-    assert cfg.codes.semantic in SEMANTIC_KINDS and cfg.codes.acoustic == "fsq_ste"
+    assert cfg.codes.semantic in SEMANTIC_KINDS
     assert cfg.init.kind in ("random", "warm_start", "coord_descent", "encoder")
     assert cfg.optim.optimizer._target_.startswith("torch.optim.") and cfg.optim.optimizer.lr == cfg.optim.lr
     assert cfg.checkpoint_every == cfg.callbacks.checkpoint.every_n_train_steps
@@ -214,15 +215,15 @@ def test_experiment_overridable_on_the_command_line():
 
 
 def test_overrides_apply(tmp_path):
-    from voxinv.run import model_path
+    from voxinv.voxtral.models import model_path
 
     cfg = _compose(f"model.path={tmp_path}/m", "steps=17", "seed=5", f"target.path={tmp_path}/me.wav")
-    assert cfg.model.path == f"{tmp_path}/m" and model_path(cfg) == f"{tmp_path}/m"
+    assert cfg.model.path == f"{tmp_path}/m" and model_path(cfg.model) == f"{tmp_path}/m"
     assert cfg.steps == 17 and cfg.seed == 5 and cfg.target.path == f"{tmp_path}/me.wav"
     assert _compose("target=synthetic", "seed=5").target.seed == 5  # the synthetic target follows seed
     cfg = _compose("model=voxtral", f"model.path={tmp_path}/real")
-    assert cfg.model.name == "voxtral" and model_path(cfg) == f"{tmp_path}/real"
-    assert model_path(_compose("model=voxtral")) == "mistralai/Voxtral-4B-TTS-2603"
+    assert cfg.model.name == "voxtral" and model_path(cfg.model) == f"{tmp_path}/real"
+    assert model_path(_compose("model=voxtral").model) == "mistralai/Voxtral-4B-TTS-2603"
     cfg = _compose(f"target.path={tmp_path}/me.wav", "target.max_seconds=3")  # target=file is the default
     assert cfg.target.kind == "file" and cfg.target.path == f"{tmp_path}/me.wav" and cfg.target.max_seconds == 3
 

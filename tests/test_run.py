@@ -16,7 +16,10 @@ from fast_config import compose_fast
 from omegaconf import DictConfig, OmegaConf
 
 import voxinv.run as R
+from voxinv.invert.guard import resume_checkpoint
 from voxinv.voxtral.codes import load_codes, save_codes
+from voxinv.voxtral.device import pick_device
+from voxinv.voxtral.models import model_path
 from voxinv.voxtral.voices import codes_to_voice, has_end_row
 
 SPF = 1920
@@ -260,12 +263,12 @@ def test_resume_missing_checkpoint(tmp_path):
     cfg = cfg_of(f"resume={tmp_path / 'nowhere'}")
     with pytest.raises(FileNotFoundError, match="no checkpoint at"):
         R.run(cfg, tmp_path / "run")
-    assert R.resume_checkpoint(cfg_of("resume=true"), tmp_path / "fresh") is None  # nothing yet: start fresh
-    assert R.resume_checkpoint(cfg_of(), tmp_path) is None
+    assert resume_checkpoint(cfg_of("resume=true"), tmp_path / "fresh") is None  # nothing yet: start fresh
+    assert resume_checkpoint(cfg_of(), tmp_path) is None
     (tmp_path / "old" / "checkpoints").mkdir(parents=True)
     (tmp_path / "old" / "checkpoints" / "last.ckpt").write_bytes(b"")
     want = str(tmp_path / "old" / "checkpoints" / "last.ckpt")
-    assert R.resume_checkpoint(cfg_of(f"resume={tmp_path / 'old'}"), tmp_path) == want  # a run directory
+    assert resume_checkpoint(cfg_of(f"resume={tmp_path / 'old'}"), tmp_path) == want  # a run directory
 
 
 def test_same_seed_same_codes(tmp_path):
@@ -351,18 +354,18 @@ def test_model_path_makes_the_tiny_model_once(tmp_path, monkeypatch):
     monkeypatch.setattr(tiny, "make_tiny", fake_make_tiny)
     monkeypatch.setenv("VOXINV_CACHE", str(tmp_path / "c"))
     cfg = cfg_of("model.tiny_seed=4")
-    p = R.model_path(cfg)
+    p = model_path(cfg.model)
     assert p == str(tmp_path / "c" / f"tiny-seed4-{tiny.tiny_fingerprint()}") and made == [4]
-    assert R.model_path(cfg) == p and made == [4]  # cached
+    assert model_path(cfg.model) == p and made == [4]  # cached
     assert not [q for q in (tmp_path / "c").iterdir() if q.name.startswith(".tiny-")]  # no temp left
 
 
 def test_pick_device():
-    assert R.pick_device("cpu") == torch.device("cpu")
+    assert pick_device("cpu") == torch.device("cpu")
     if not torch.cuda.is_available():
-        assert R.pick_device("auto") == torch.device("cpu")
+        assert pick_device("auto") == torch.device("cpu")
         with pytest.raises(RuntimeError, match="use device=cpu"):
-            R.pick_device("cuda")
+            pick_device("cuda")
 
 
 def test_register_voice_export(tmp_path, ckpt):

@@ -116,7 +116,7 @@ def test_training_lowers_the_objective(audio, tmp_path, voxinv_cache, monkeypatc
     )
     out = tmp_path / "run"
     m = TE.train(cfg, out)
-    ckpt = Checkpoint(TE.model_path(cfg))
+    ckpt = Checkpoint(TE.model_path(cfg.model))
     codec = load_codec(ckpt)
     recs = TE.load_recordings(TE.list_sources(cfg.data.sources), codec.sampling_rate, float(cfg.data.peak))
     batch = recs[0].wav[None]  # the crop itself
@@ -144,7 +144,7 @@ def test_export_reloads_bit_exact(trained, voxinv_cache, monkeypatch):
         names = list(f.keys())
     assert names and all(n.startswith(ENCODER_PREFIXES) for n in names)
     assert "input_proj.conv.parametrizations.weight.original0" in names  # release weight-norm names
-    ckpt = Checkpoint(TE.model_path(cfg))
+    ckpt = Checkpoint(TE.model_path(cfg.model))
     codec = load_codec(ckpt, encoder_path=path)
     assert codec.has_encoder and m["reload_codes_equal"] is True
     # the trained module's state (from the Lightning checkpoint) vs the exported file through load_codec

@@ -30,11 +30,13 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from voxinv.invert.guard import resume_checkpoint
 from voxinv.invert.module import _Frozen
-from voxinv.run import CONF_DIR, model_path, pick_device, resume_checkpoint
+from voxinv.run import CONF_DIR
 from voxinv.rundir import write_metrics
-from voxinv.voxtral.codec import CodecEncoder, VoxtralCodec, load_encoder_tensors
-from voxinv.voxtral.device import to_dtype
+from voxinv.voxtral.codec import CodecEncoder, VoxtralCodec, fsq_position, fsq_values, load_encoder_tensors
+from voxinv.voxtral.device import pick_device, to_dtype
+from voxinv.voxtral.models import model_path
 
 log = logging.getLogger("voxinv")
 AUDIO_EXT = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
@@ -172,9 +174,9 @@ def quantize_ste(
     else:
         raise ValueError(f"quantizer.semantic={semantic!r}: expected nearest or softmax")
     pre = latent[:, D:].float()  # [B, 36, T]
-    scaled = (torch.tanh(pre) + 1) / 2 * (levels - 1)
+    scaled = fsq_position(torch.tanh(pre), levels)
     q = scaled + (scaled.round() - scaled).detach()  # integer levels forward, identity backward
-    ac = q * 2 / (levels - 1) - 1
+    ac = fsq_values(q, levels)
     out = torch.cat([sem.transpose(1, 2), ac], dim=1)  # [B, 292, T]
     codes = torch.cat([idx.view(B, 1, T), q.detach().round().long()], dim=1)  # [B, 37, T]
     mean_p = soft.mean(0)
@@ -474,7 +476,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = pick_device(cfg.device)
 
-    ckpt = Checkpoint(model_path(cfg))
+    ckpt = Checkpoint(model_path(cfg.model))
     codec = load_codec(ckpt, dtype=to_dtype(cfg.model.dtype), with_encoder=False)  # frozen; moved in on_fit_start
     sr, spf = codec.sampling_rate, codec.samples_per_frame
     recs = load_recordings(train_files, sr, float(d.peak))

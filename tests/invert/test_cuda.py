@@ -51,9 +51,10 @@ def test_compiled_hot_path_equals_eager_on_cuda(ckpt, monkeypatch):
     from voxinv.invert import module
 
     monkeypatch.setattr(module._CompiledOnce, "strict", True)  # no silent fallback to eager
+    from hydra.utils import instantiate
+
     from voxinv.invert.losses import LossSuite, build_terms
     from voxinv.invert.module import InversionModule
-    from voxinv.invert.params import CodeParams
     from voxinv.invert.target import synthetic
     from voxinv.voxtral.codec import load_codec
 
@@ -65,7 +66,7 @@ def test_compiled_hot_path_equals_eager_on_cuda(ckpt, monkeypatch):
     losses = LossSuite(dict(cfg.loss.weights), terms).to(dev)
     table = c.quantizer.semantic_codebook.table.float().cpu()
     g = torch.Generator().manual_seed(0)
-    params = CodeParams(table, 4, 6, levels=21, n_acoustic=36, generator=g).to(dev)
+    params = instantiate(cfg.codes, _partial_=True)(table, 4, 6, levels=21, n_acoustic=36, generator=g).to(dev)
     out = {}
     for comp in (False, True):
         loop = {"compile": comp, "compile_mode": "default", "sync_every": 10}

@@ -14,9 +14,11 @@ from safetensors.torch import save_file
 import voxinv.run as R
 from voxinv.invert.encoder_init import encoder_codec, encoder_codes
 from voxinv.invert.losses import LossSuite, build_terms, discrete_losses
+from voxinv.invert.target import build_target
 from voxinv.voxtral.checkpoint import Checkpoint, CheckpointError
 from voxinv.voxtral.codec import ENCODER_PREFIXES, load_codec
 from voxinv.voxtral.codes import load_codes
+from voxinv.voxtral.models import model_path
 
 FAST = {
     "model": "tiny",
@@ -49,7 +51,7 @@ def start_objective(cfg: DictConfig, codec, wav: torch.Tensor, codes: torch.Tens
 
 def check_starts_at(out: Path, m: dict, cfg: DictConfig, codec, expected: torch.Tensor) -> None:
     """The step-0 evaluation (the parameters right after the init) scores exactly ``expected``."""
-    wav = R.build_target(cfg, codec, None).wav
+    wav = build_target(cfg.target, codec, None).wav
     assert m["init"]["kind"] == "encoder" and m["history"][0]["step"] == 0
     assert m["history"][0]["objective"] == pytest.approx(start_objective(cfg, codec, wav, expected), abs=1e-6)
     assert load_codes(out / "codes.safetensors").shape == expected.shape
@@ -59,7 +61,7 @@ def test_own_encoder_codes_are_the_start(tiny_dir_encoder, tmp_path):
     cfg = cfg_of(f"model.path={tiny_dir_encoder}")
     ckpt = Checkpoint(tiny_dir_encoder)
     codec = load_codec(ckpt)
-    wav = R.build_target(cfg, codec, ckpt).wav
+    wav = build_target(cfg.target, codec, ckpt).wav
     expected = encoder_codes(codec, wav)
     assert torch.equal(expected, codec.encode(wav[None, None])[0].T)
     m = R.run(cfg, tmp_path / "run")
@@ -75,10 +77,10 @@ def test_init_path_supplies_the_encoder(tiny_dir_encoder, tmp_path):
     path = tmp_path / "encoder.safetensors"
     save_file(enc, str(path))
     cfg = cfg_of(f"init.path={path}")
-    ckpt = Checkpoint(R.model_path(cfg))
+    ckpt = Checkpoint(model_path(cfg.model))
     with_enc = encoder_codec(ckpt, path)
     codec = load_codec(ckpt)
-    wav = R.build_target(cfg, codec, ckpt).wav
+    wav = build_target(cfg.target, codec, ckpt).wav
     m = R.run(cfg, tmp_path / "run")
     check_starts_at(tmp_path / "run", m, cfg, codec, encoder_codes(with_enc, wav))
 
@@ -97,11 +99,11 @@ def test_proxy_encoder_codes_are_the_start(tmp_path):
         pytest.skip("model=proxy is not available in this checkout")
     cfg = cfg_of("model=proxy", "target.n_frames=4", "steps=1")
     try:
-        ckpt = Checkpoint(R.model_path(cfg))
+        ckpt = Checkpoint(model_path(cfg.model))
     except (FileNotFoundError, CheckpointError) as e:
         pytest.skip(f"proxy assets absent: {e}")
     codec = load_codec(ckpt)
-    wav = R.build_target(cfg, codec, ckpt).wav
+    wav = build_target(cfg.target, codec, ckpt).wav
     expected = encoder_codes(codec, wav)
     m = R.run(cfg, tmp_path / "run")
     check_starts_at(tmp_path / "run", m, cfg, codec, expected)

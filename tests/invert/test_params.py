@@ -3,10 +3,15 @@ trip, straight-through gradients reach every parameter, Gumbel noise comes from 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
 from voxinv.invert.params import SEMANTIC_KINDS, CodeParams
+from voxinv.run import CONF_DIR
 from voxinv.voxtral.checkpoint import Checkpoint
 from voxinv.voxtral.codec import load_codec
 
@@ -24,7 +29,9 @@ def table(codec) -> torch.Tensor:  # [8192, 256]
 
 
 def _params(table, kind: str, seed: int = 0, **kw) -> CodeParams:
-    return CodeParams(table, B, T, semantic=kind, generator=torch.Generator().manual_seed(seed), **kw)
+    """``conf/codes/<kind>.yaml`` (``kw`` overrides its settings) for the tiny codec's 21 levels × 36."""
+    make = instantiate(OmegaConf.load(Path(CONF_DIR) / "codes" / f"{kind}.yaml"), _partial_=True, **kw)
+    return make(table, B, T, levels=21, n_acoustic=36, generator=torch.Generator().manual_seed(seed))
 
 
 def _random_codes(g: torch.Generator) -> torch.Tensor:  # raw [B, T, 37], extremes included
@@ -137,10 +144,10 @@ def test_straight_through_gradients_gumbel(table):
 def test_set_codes_latent_is_a_stationary_point(codec, table):
     """After set_codes the latent parameterisation sits exactly on its entries (commit = 0)."""
     p = _params(table, "latent")
-    p.set_codes(_random_codes(torch.Generator().manual_seed(4)))
+    p.set_codes(_random_codes(torch.Generator().manual_seed(4)), logit_margin=5.0)
     assert torch.equal(p(1.0).aux["commit"], torch.zeros(B))
 
 
 def test_unknown_semantic_kind(table):
     with pytest.raises(ValueError, match="codes.semantic='onehot'"):
-        CodeParams(table, 1, 2, semantic="onehot")
+        CodeParams(table, 1, 2, semantic="onehot", levels=21, n_acoustic=36, init_logit_scale=1, init_acoustic_std=0.1)

@@ -13,6 +13,9 @@ from voxinv.voxtral.codec import (
     codec_state_for_checkpoint,
     conv_prefixes,
     fold_weight_norm,
+    fsq_codes,
+    fsq_position,
+    fsq_values,
     load_codec,
     unfold_weight_norm,
 )
@@ -239,3 +242,19 @@ def test_encoder_then_decoder_on_tiny_with_encoder(tiny_dir_encoder):
     q, lat = codec.quantizer, codec.latent(c)
     assert torch.equal(q.semantic_codebook.encode(lat[:, :256]), c[:, 0])
     assert torch.equal(q.fsq_codes(lat[:, 256:]), c[:, 1:])
+
+
+def test_fsq_maps_are_exact_inverses_at_every_level():
+    """One FSQ definition (codec.fsq_values / fsq_position / fsq_codes) for the decoder, the code
+    parameters, the searches and the prior: integer and float codes give bit-identical latent values,
+    every level's value (and a value just inside its cell) maps back to its level, and out-of-range
+    values clamp to the end levels."""
+    L = 21
+    k = torch.arange(L)  # [21]
+    v = fsq_values(k, L)
+    assert v.dtype == torch.float32 and torch.equal(v, fsq_values(k.float(), L))
+    assert v[0] == -1 and v[-1] == 1 and v[L // 2] == 0
+    assert torch.equal(fsq_codes(v, L), k) and torch.equal(fsq_position(v, L).round().long(), k)
+    off = fsq_values(k.float(), L) + torch.where(k % 2 == 0, 0.049, -0.049)  # just inside each level's cell
+    assert torch.equal(fsq_codes(off, L), k)
+    assert fsq_codes(torch.tensor([-3.0, 3.0]), L).tolist() == [0, L - 1]

@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 import voxinv.run as R
 from voxinv.voxtral.checkpoint import Checkpoint, CheckpointError
 from voxinv.voxtral.codec import fold_weight_norm, load_codec
+from voxinv.voxtral.models import model_path
 from voxinv.voxtral.proxy import (
     FILES,
     assets_dir,
@@ -103,7 +104,7 @@ def test_missing_assets_one_clear_error(tmp_path):
     with initialize_config_dir(config_dir=R.CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["model=proxy", f"model.assets={tmp_path}"])
     with pytest.raises(CheckpointError, match="proxy codec assets missing"):
-        R.model_path(cfg)
+        model_path(cfg.model)
 
 
 def test_model_path_caches_the_proxy_by_fingerprint(tmp_path, monkeypatch, proxy_dir):
@@ -116,7 +117,7 @@ def test_model_path_caches_the_proxy_by_fingerprint(tmp_path, monkeypatch, proxy
     monkeypatch.setenv("VOXINV_CACHE", str(cache))
     with initialize_config_dir(config_dir=R.CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["model=proxy"])
-    assert R.model_path(cfg) == str(cache / f"proxy-seed0-{fp}")
+    assert model_path(cfg.model) == str(cache / f"proxy-seed0-{fp}")
     # other asset bytes, other directory
     other = tmp_path / "assets"
     other.mkdir()

@@ -1,7 +1,11 @@
-"""Write a finished (or stopped) inversion: codes, reconstruction, voice, metrics, config."""
+"""Write a finished (or stopped) inversion: codes, reconstruction, voice, metrics, config; then the
+end-of-run steps (graders, voice registration, loggers' final record, the summary lines)."""
 
 from __future__ import annotations
 
+import logging
+import sys
+import time
 from pathlib import Path
 
 import torch
@@ -10,6 +14,8 @@ from voxinv import rundir
 from voxinv.audio import write_wav
 from voxinv.voxtral.codes import save_codes
 from voxinv.voxtral.voices import codes_to_voice, save_voice
+
+log = logging.getLogger("voxinv")
 
 
 def code_stats(codes: torch.Tensor, levels: int = 21) -> dict:
@@ -59,3 +65,83 @@ def export_run(
         metrics["truth"] = code_recovery(codes, target.codes, table=table, audio_args=ckpt.params.audio)
     rundir.write_metrics(out, metrics)
     return metrics
+
+
+def export(job, t_start: float) -> dict:
+    """Export the best codes of ``job`` (:class:`voxinv.invert.fit.Inversion`) seen at any evaluation,
+    by the discrete (noise-free, fp32) objective; returns metrics.json's content."""
+    from voxinv.invert.fit import make_module
+    from voxinv.invert.losses import discrete_losses
+
+    cfg, device, m = job.cfg, job.device, job.model
+    module = job.module if job.module is not None else make_module(job)
+    steps = int(job.trainer.global_step) if job.trainer is not None else 0
+    module.to(device)
+    if job.stopped and module.last_good_codes is not None:
+        module.evaluate(steps, module.last_good_codes, log=False)
+    if module.best is None:
+        module.evaluate(steps, log=False)
+    best = module.best
+    weights = dict(cfg.loss.weights)
+    final, _ = discrete_losses(
+        m.eval_codec, module.frozen.losses, job.target.wav.to(device), best["codes"][None], weights
+    )
+    extra = {
+        "final": {k: float(v[0]) for k, v in final.items()},
+        "best_step": best["step"],
+        "init": job.init,
+        "steps": steps,
+        "seed": int(cfg.seed),
+        "wall_time_s": round(time.time() - t_start, 3),
+        "device": str(device),
+        "model": str(m.ckpt.path),
+        "loss_models": sorted(k for k, w in weights.items() if w > 0),
+        "stopped": job.stopped,
+        "history": module.history,
+    }
+    return export_run(job.out, codes=best["codes"], codec=m.eval_codec, target=job.target, ckpt=m.ckpt, extra=extra)
+
+
+def evaluate(cfg, out: Path, metrics: dict) -> None:
+    """The end-of-run graders (``eval.which``) into metrics.json ``eval``; an interrupt skips them."""
+    try:
+        if cfg.eval.which:
+            from voxinv.eval.evaluate import evaluate_run
+
+            metrics["eval"] = evaluate_run(out, which=tuple(cfg.eval.which), loss_models=set(metrics["loss_models"]))
+    except KeyboardInterrupt:
+        log.warning("evaluation interrupted: the outputs are exported, metrics.json has no eval section")
+
+
+def finish(job, metrics: dict) -> None:
+    """Register the voice (``export.register``), give the loggers the final record, print the summary."""
+    cfg, out, ckpt = job.cfg, job.out, job.model.ckpt
+    if cfg.export.register:
+        from voxinv.voxtral.voices import register_voice
+
+        r = cfg.export.register
+        register_voice(ckpt.path, r.name, torch.load(out / rundir.VOICE, weights_only=True), r.overlay)
+        log.info("registered voice %r in %s", r.name, r.overlay)
+    if job.trainer is not None:
+        from voxinv.invert.loggers import log_final
+
+        log_final(job.trainer.loggers, out, metrics)  # final/ + best/ rows and summary, W&B artifact; closes them
+    summary(out, metrics, ckpt)
+
+
+def summary(out: Path, m: dict, ckpt) -> None:
+    """The run's result and how to deploy its voice, on stderr."""
+    s = m["signal"]
+    line = f"[voxinv] {out}: SI-SDR {s['si_sdr']:.2f} dB, mel {s['mel']:.4f}"
+    if "truth" in m:
+        line += f", semantic acc {m['truth']['code_sem_acc']:.1f}%, acoustic acc {m['truth']['code_ac_acc']:.1f}%"
+    print(line, file=sys.stderr)
+    if m.get("stopped"):
+        print(f"[voxinv] stopped early: {m['stopped']}", file=sys.stderr)
+    elif m["steps"] == 0:
+        print(f"[voxinv] steps=0: only the init ({m['init']['kind']}) ran; its codes were exported", file=sys.stderr)
+    print(
+        f"[voxinv] deploy: voxinv register-voice --model {ckpt.path} --voice-file {out / rundir.VOICE} "
+        f"--name my_voice --out OVERLAY_DIR",
+        file=sys.stderr,
+    )

@@ -1,4 +1,5 @@
-"""Initialisations: ``random`` (the parameters' own), ``warm_start``, ``coord_descent`` and ``encoder``.
+"""Initialisations: ``random`` (the parameters' own), ``warm_start``, ``coord_descent`` and ``encoder``
+(``conf/init/<kind>.yaml`` instantiates :class:`Init`, :class:`WarmStart`, :class:`CoordDescent`, :class:`EncoderInit`).
 
 :func:`initialise` runs the chosen one for every restart and sets the code parameters; an interrupt
 (Ctrl-C / SIGTERM) during it keeps the codes found so far and says where it stopped.
@@ -17,10 +18,9 @@ import time
 from pathlib import Path
 
 import torch
-from omegaconf import DictConfig
 
 from voxinv.invert.params import CodeParams
-from voxinv.voxtral.codec import VoxtralCodec
+from voxinv.voxtral.codec import VoxtralCodec, fsq_codes, fsq_values
 
 log = logging.getLogger(__name__)
 
@@ -33,52 +33,100 @@ class InitInterrupted(KeyboardInterrupt):
         self.codes, self.stats, self.where = codes, stats, where
 
 
-def initialise(cfg: DictConfig, params: CodeParams, codec: VoxtralCodec, target, ckpt) -> dict:
-    """Set ``params``' codes from ``cfg`` (the ``init`` group) for every restart; returns what was done.
+def initialise(init: Init, params: CodeParams, codec: VoxtralCodec, target, ckpt) -> dict:
+    """Set ``params``' codes by ``init`` (the ``init`` group, instantiated) for every restart; returns what was done.
 
     ``info["interrupted"]`` says where an interrupt stopped it (the codes so far are set: searched
     frames of an interrupted restart, the parameters' own start for the restarts not reached)."""
-    info: dict = {"kind": cfg.kind}
-    if cfg.kind == "random":
-        return info
+    info: dict = {"kind": init.kind}
     t0 = time.time()
-    if cfg.kind == "warm_start":
-        start = warm_start_codes(str(cfg.source), target.n_frames, ckpt)[None].expand(params.shape[0], -1, -1)
-    elif cfg.kind == "coord_descent":
+    start = init.start_codes(params, codec, target, ckpt, info)
+    if start is None:  # the parameters' own random start
+        return info
+    params.set_codes(start, logit_margin=init.logit_margin)
+    info["seconds"] = round(time.time() - t0, 3)
+    if "interrupted" in info:
+        log.warning("init %s interrupted (%s) after %.1f s", init.kind, info["interrupted"], info["seconds"])
+    else:
+        log.info("init %s done in %.1f s", init.kind, info["seconds"])
+    return info
+
+
+class Init:
+    """``init=random``: the code parameters' own seeded random start. ``kind`` is the option's name
+    (metrics.json ``init.kind``); ``logit_margin`` is how far a set semantic code leads (:meth:`CodeParams.set_codes`)."""
+
+    def __init__(self, kind: str, logit_margin: float):
+        self.kind, self.logit_margin = kind, logit_margin
+
+    def start_codes(self, params: CodeParams, codec: VoxtralCodec, target, ckpt, info: dict) -> torch.Tensor | None:
+        """Raw start codes ``[B, T, 37]`` for the restarts, or ``None`` to keep the parameters' own;
+        what was done goes into ``info``."""
+        return None
+
+
+class WarmStart(Init):
+    """``init=warm_start``: codes from a codes file, a previous run directory or a preset voice."""
+
+    def __init__(self, kind: str, logit_margin: float, source: str | None):
+        super().__init__(kind, logit_margin)
+        self.source = source
+
+    def start_codes(self, params, codec, target, ckpt, info):
+        return warm_start_codes(str(self.source), target.n_frames, ckpt)[None].expand(params.shape[0], -1, -1)
+
+
+class CoordDescent(Init):
+    """``init=coord_descent``: :func:`coord_descent` from each restart's own start (settings: conf/init/coord_descent.yaml)."""
+
+    def __init__(
+        self,
+        kind: str,
+        logit_margin: float,
+        sweeps: int,
+        shortlist: int,
+        context: int,
+        lookahead: int,
+        gn_steps: int,
+        acoustic_passes: int,
+        batch_size: int,
+    ):
+        super().__init__(kind, logit_margin)
+        self.search = {
+            "sweeps": sweeps,
+            "shortlist": shortlist,
+            "context": context,
+            "lookahead": lookahead,
+            "batch_size": batch_size,
+            "acoustic_passes": acoustic_passes,
+            "gn_steps": gn_steps,
+        }
+
+    def start_codes(self, params, codec, target, ckpt, info):
         start = params.codes().cpu().clone()  # [B, T, 37]; restarts not reached keep their own start
         for b in range(start.shape[0]):
             try:
-                start[b], info[f"restart{b}"] = coord_descent(
-                    codec,
-                    target.wav,
-                    start[b],
-                    sweeps=cfg.sweeps,
-                    shortlist=cfg.shortlist,
-                    context=cfg.context,
-                    lookahead=cfg.lookahead,
-                    batch_size=cfg.batch_size,
-                    acoustic_passes=cfg.acoustic_passes,
-                    gn_steps=cfg.gn_steps,
-                )
+                start[b], info[f"restart{b}"] = coord_descent(codec, target.wav, start[b], **self.search)
             except InitInterrupted as e:
                 start[b], info[f"restart{b}"] = e.codes, e.stats
                 info["interrupted"] = f"restart {b + 1}/{start.shape[0]}, {e.where}"
                 break
-    elif cfg.kind == "encoder":
+        return start
+
+
+class EncoderInit(Init):
+    """``init=encoder``: one forward pass of an encoder (a trained one at ``path``, else the model's own)."""
+
+    def __init__(self, kind: str, logit_margin: float, path: str | None):
+        super().__init__(kind, logit_margin)
+        self.path = path
+
+    def start_codes(self, params, codec, target, ckpt, info):
         from voxinv.invert.encoder_init import encoder_init
 
-        codes0, st = encoder_init(ckpt, cfg.path, target.wav, next(codec.parameters()).device)
-        start = codes0[None].expand(params.shape[0], -1, -1)
+        codes0, st = encoder_init(ckpt, self.path, target.wav, next(codec.parameters()).device)
         info.update(st)
-    else:
-        raise ValueError(f"init.kind={cfg.kind!r}: expected random, warm_start, coord_descent or encoder")
-    params.set_codes(start, logit_margin=cfg.logit_margin)
-    info["seconds"] = round(time.time() - t0, 3)
-    if "interrupted" in info:
-        log.warning("init %s interrupted (%s) after %.1f s", cfg.kind, info["interrupted"], info["seconds"])
-    else:
-        log.info("init %s done in %.1f s", cfg.kind, info["seconds"])
-    return info
+        return codes0[None].expand(params.shape[0], -1, -1)
 
 
 def warm_start_codes(source: str, n_frames: int, ckpt=None) -> torch.Tensor:
@@ -226,14 +274,13 @@ def semantic_step(f: _Frame, window: torch.Tensor, code: torch.Tensor, shortlist
     cand = torch.unique(torch.cat([score.topk(k, largest=False).indices, code[:1]]))
     # least-squares acoustic step per candidate, snapped to the 21 levels
     da = -torch.linalg.lstsq(Ja.T, pred[cand].T).solution.T  # [K, 36]
-    ac = ((window[n_sem:, j] + da).clamp(-1, 1) + 1) / 2 * (levels - 1)
-    ac = ac.round()
+    ac = fsq_codes(window[n_sem:, j] + da, levels)  # [K, 36]
     batch = window[None].repeat(len(cand) + 1, 1, 1)  # row 0: the frame as it is (never worse)
     batch[1:, :n_sem, j] = table[cand]
-    batch[1:, n_sem:, j] = ac * 2 / (levels - 1) - 1
+    batch[1:, n_sem:, j] = fsq_values(ac, levels)
     i_best = int(f.loss(batch).argmin())
     if i_best > 0:
-        new = torch.cat([cand[i_best - 1 : i_best], ac[i_best - 1].long()])
+        new = torch.cat([cand[i_best - 1 : i_best], ac[i_best - 1]])
         f.stats["changed"] += int((new != code).sum())
         code.copy_(new)
         window[:, j] = batch[i_best, :, j]
@@ -244,7 +291,7 @@ def gauss_newton_step(f: _Frame, window: torch.Tensor, code: torch.Tensor, steps
     """Gauss-Newton on the frame's acoustic values: a local secant Jacobian (one level wide), the
     step snapped to the 21 levels and kept only if the exact loss improves; ``code`` updated in place."""
     j, n_sem, levels = f.j, f.n_sem, f.levels
-    n_ac, h = code.shape[0] - 1, 2 / (levels - 1)
+    n_ac, h = code.shape[0] - 1, 2 / (levels - 1)  # h: one level's width
     cur = f.loss(window[None])[0]
     for _ in range(steps):
         probe = window[None].repeat(n_ac + 1, 1, 1)
@@ -253,17 +300,17 @@ def gauss_newton_step(f: _Frame, window: torch.Tensor, code: torch.Tensor, steps
         f.stats["evaluations"] += n_ac + 1
         Ja = (Y[:n_ac] - Y[n_ac]) / h  # [36, L]
         da = -torch.linalg.lstsq(Ja.T, (Y[n_ac] - f.seg)[:, None]).solution[:, 0]
-        lv = (((window[n_sem:, j] + da).clamp(-1, 1) + 1) / 2 * (levels - 1)).round()
-        if torch.equal(lv.long(), code[1:]):
+        lv = fsq_codes(window[n_sem:, j] + da, levels)  # [36]
+        if torch.equal(lv, code[1:]):
             break
         trial = window.clone()
-        trial[n_sem:, j] = lv * h - 1
+        trial[n_sem:, j] = lv.float() * h - 1
         loss = f.loss(trial[None])[0]
         if loss >= cur:
             break
         cur, window = loss, trial
-        f.stats["changed"] += int((lv.long() != code[1:]).sum())
-        code[1:] = lv.long()
+        f.stats["changed"] += int((lv != code[1:]).sum())
+        code[1:] = lv
     return window
 
 

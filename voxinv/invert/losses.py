@@ -19,6 +19,7 @@ from hydra.utils import get_object, instantiate
 from torch import nn
 
 from voxinv.eval.metrics.signal import MultiScaleLogMel
+from voxinv.voxtral.codec import fsq_values
 
 WAVE_TERMS = ("l1", "stft", "mel", "mfcc", "spk")
 KNOWN_TERMS = WAVE_TERMS + ("prior", "commit")
@@ -206,7 +207,7 @@ def discrete_losses(
     lat = codec.quantizer.decode(codes.transpose(1, 2), torch.float32)
     wav = decode_latent_windowed(codec, lat)[:, 0].float()  # memory bounded in clip length
     onehot = torch.nn.functional.one_hot(codes[..., 0], codec.args.semantic_codebook_size).float()
-    ac = codes[..., 1:].float() * 2 / (codec.args.acoustic_codebook_size - 1) - 1
+    ac = fsq_values(codes[..., 1:].float(), codec.args.acoustic_codebook_size)
     sample = CodeSample(latent=lat, sem_onehot=onehot, ac_values=ac, aux={})
     return losses(wav, target, sample, weights), wav
 

@@ -21,6 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxinv.voxtral.codec import fsq_codes, fsq_position, fsq_values
+
 SEMANTIC_KINDS = ("gumbel", "softmax_ste", "latent")
 
 
@@ -33,7 +35,8 @@ class CodeSample:
 
 
 class CodeParams(nn.Module):
-    """Learnable codes for ``batch`` restarts of a ``n_frames`` clip."""
+    """Learnable codes for ``batch`` restarts of a ``n_frames`` clip (``conf/codes/*.yaml`` sets
+    ``semantic`` and the init scales; the codec sets ``levels`` and ``n_acoustic``)."""
 
     def __init__(
         self,
@@ -41,11 +44,11 @@ class CodeParams(nn.Module):
         batch: int,
         n_frames: int,
         *,
-        semantic: str = "softmax_ste",
-        levels: int = 21,
-        n_acoustic: int = 36,
-        init_logit_scale: float = 1.0,
-        init_acoustic_std: float = 0.1,
+        semantic: str,
+        levels: int,
+        n_acoustic: int,
+        init_logit_scale: float,
+        init_acoustic_std: float,
         generator: torch.Generator | None = None,
     ):
         super().__init__()
@@ -91,9 +94,9 @@ class CodeParams(nn.Module):
             hard = F.one_hot(idx, V).to(probs.dtype)
             sem_onehot = hard + (probs - probs.detach())  # forward: exactly one-hot; backward: softmax
             sem_emb = sem_onehot @ self.table  # [B, T, 256]: exactly table[idx] forward
-        scaled = (torch.tanh(self.acoustic) + 1) / 2 * (self.levels - 1)
+        scaled = fsq_position(torch.tanh(self.acoustic), self.levels)
         q = scaled + (scaled.round() - scaled).detach()  # integer levels forward, identity backward
-        ac_values = q * 2 / (self.levels - 1) - 1  # [B, T, 36]
+        ac_values = fsq_values(q, self.levels)  # [B, T, 36]
         latent = torch.cat([sem_emb, ac_values], dim=-1).transpose(1, 2)  # [B, 292, T]
         return CodeSample(latent=latent, sem_onehot=sem_onehot, ac_values=ac_values, aux=aux)
 
@@ -109,11 +112,11 @@ class CodeParams(nn.Module):
             sem = self._nearest(self.semantic_latent)
         else:
             sem = self.semantic_logits.argmax(-1)
-        ac = ((torch.tanh(self.acoustic) + 1) / 2 * (self.levels - 1)).round().long()
+        ac = fsq_codes(torch.tanh(self.acoustic), self.levels)
         return torch.cat([sem[..., None], ac], dim=-1)
 
     @torch.no_grad()
-    def set_codes(self, codes: torch.Tensor, logit_margin: float = 5.0) -> None:
+    def set_codes(self, codes: torch.Tensor, logit_margin: float) -> None:
         """Point the parameters at raw codes ``[B, T, 37]`` (warm start / after coordinate descent).
 
         Semantic logits keep their relative noise but the chosen entry leads by ``logit_margin``;
@@ -127,5 +130,5 @@ class CodeParams(nn.Module):
             lg.sub_(lg.mean(-1, keepdim=True))
             lg.clamp_(-1.0, 1.0)
             lg.scatter_(-1, codes[..., :1], logit_margin)
-        v = codes[..., 1:].float() * 2 / (self.levels - 1) - 1
+        v = fsq_values(codes[..., 1:].float(), self.levels)
         self.acoustic.copy_(torch.atanh(v.clamp(-1 + 0.5 / (self.levels - 1), 1 - 0.5 / (self.levels - 1))))

@@ -37,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voxinv.voxtral.backbone import Backbone, default_dtype
+from voxinv.voxtral.codec import fsq_position, fsq_values
 from voxinv.voxtral.codes import N_SPECIAL
 from voxinv.voxtral.flow import AcousticTransformer
 from voxinv.voxtral.params import VoxtralParams
@@ -98,7 +99,7 @@ class BackbonePrior(nn.Module):
         """
         sem_t, ac_t = self._tables()
         dt = sem_t.dtype
-        pos = ((ac_values.float().clamp(-1, 1) + 1) / 2 * (self.levels - 1)).clamp(0, self.levels - 1)
+        pos = fsq_position(ac_values.float().clamp(-1, 1), self.levels).clamp(0, self.levels - 1)
         lo = pos.detach().floor().clamp(max=self.levels - 2).long()  # [B, T, 36]
         frac = (pos - lo)[..., None]  # gradient flows through the fractional part
         w = F.one_hot(lo, self.levels) * (1 - frac) + F.one_hot(lo + 1, self.levels) * frac  # [B, T, 36, 21]
@@ -149,5 +150,5 @@ def codes_to_inputs(
     ``(sem_onehot, ac_values)`` pair :class:`BackbonePrior` takes (exact one-hot / FSQ levels)."""
     c = model_or_raw_codes.long() - (N_SPECIAL if model_format else 0)
     sem = F.one_hot(c[..., 0], n_semantic).float()
-    ac = c[..., 1:].float() * 2 / (levels - 1) - 1
+    ac = fsq_values(c[..., 1:].float(), levels)
     return sem, ac

@@ -7,6 +7,9 @@
   which part was used; ``max_seconds=None`` inverts the whole file (cost grows with its length).
 * ``preset``: a preset voice of the model, decomposed into codes and decoded — in-gamut, codes known.
 * ``synthetic``: random codes through the decoder — codes known (oracle experiments).
+
+``conf/target/<kind>.yaml`` instantiates a source (:class:`FileTarget`, :class:`PresetTarget`,
+:class:`SyntheticTarget`): ``check()`` before any model is fetched, ``build(codec, ckpt)`` after.
 """
 
 from __future__ import annotations
@@ -132,3 +135,76 @@ def preset(codec: VoxtralCodec, ckpt, voice: str, max_frames: int | None = None)
     return from_codes(
         codes, codec, f"preset-{voice}", kind="preset", voice=voice, decomposition_rel_error=dec.max_rel_error
     )
+
+
+# --------------------------------------------------------------------------- conf/target sources
+class TargetSource:
+    """A ``target`` option (``kind`` is its name); :meth:`check` runs before the model is loaded."""
+
+    def __init__(self, kind: str):
+        self.kind = kind
+
+    def check(self) -> None:
+        """Validate what can be validated without the model (bad input fails before any download)."""
+
+    def build(self, codec: VoxtralCodec, ckpt) -> Target:
+        raise NotImplementedError
+
+
+class FileTarget(TargetSource):
+    """``target=file``: a recording, read and checked by :meth:`check` at the released codec's rate."""
+
+    def __init__(
+        self, kind: str, path: str | None, trim: bool, trim_db: float, peak: float | None, max_seconds: float | None
+    ):
+        super().__init__(kind)
+        self.path, self.read = path, {"trim": trim, "trim_db": trim_db, "peak": peak, "max_seconds": max_seconds}
+        self._checked: tuple[tuple[int, int], Target] | None = None  # ((sr, spf), target read by check)
+
+    def check(self) -> None:
+        from voxinv.voxtral.models import released_frame
+
+        if not self.path:
+            raise ValueError(
+                f"target={self.kind} needs target.path=<audio file> (or use experiment=demo for the offline demo)"
+            )
+        frame = released_frame()  # build re-reads the file for a model with other values
+        self._checked = frame, load_file(self.path, *frame, **self.read)
+
+    def build(self, codec: VoxtralCodec, ckpt) -> Target:
+        if self._checked is not None and self._checked[0] == (codec.sampling_rate, codec.samples_per_frame):
+            return self._checked[1]
+        if not self.path:
+            raise ValueError(f"target={self.kind} needs target.path=<audio file>")
+        return from_file(self.path, codec, **self.read)
+
+
+class PresetTarget(TargetSource):
+    """``target=preset``: a preset voice of the model (codes known)."""
+
+    def __init__(self, kind: str, voice: str, max_frames: int | None):
+        super().__init__(kind)
+        self.voice, self.max_frames = voice, max_frames
+
+    def build(self, codec: VoxtralCodec, ckpt) -> Target:
+        return preset(codec, ckpt, self.voice, self.max_frames)
+
+
+class SyntheticTarget(TargetSource):
+    """``target=synthetic``: seeded random codes through the decoder (codes known)."""
+
+    def __init__(self, kind: str, n_frames: int, seed: int):
+        super().__init__(kind)
+        self.n_frames, self.seed = int(n_frames), int(seed)
+
+    def build(self, codec: VoxtralCodec, ckpt) -> Target:
+        return synthetic(codec, self.n_frames, self.seed)
+
+
+def build_target(cfg, codec: VoxtralCodec, ckpt) -> Target:
+    """The target of the ``target`` group ``cfg`` (instantiated, checked, built)."""
+    from hydra.utils import instantiate
+
+    source = instantiate(cfg)
+    source.check()
+    return source.build(codec, ckpt)

@@ -204,6 +204,21 @@ class SemanticCodebook(nn.Module):
         return torch.cdist(flat, self.table.float()).argmin(-1).view(B, T)
 
 
+def fsq_values(codes: torch.Tensor, levels: int) -> torch.Tensor:
+    """FSQ: acoustic integer levels ``0 … levels-1`` → values in [-1, 1] (the decoder's latent)."""
+    return codes * 2 / (levels - 1) - 1
+
+
+def fsq_position(values: torch.Tensor, levels: int) -> torch.Tensor:
+    """FSQ: values in [-1, 1] → continuous level position in [0, levels-1] (rounded: the code)."""
+    return (values + 1) / 2 * (levels - 1)
+
+
+def fsq_codes(values: torch.Tensor, levels: int) -> torch.Tensor:
+    """FSQ: values (clamped to [-1, 1]) → nearest level ``0 … levels-1`` (round half to even)."""
+    return fsq_position(values.clamp(-1, 1), levels).round().long()
+
+
 class Quantizer(nn.Module):
     """Semantic VQ (first ``semantic_dim`` latent channels) + FSQ over ``acoustic_dim`` channels."""
 
@@ -215,11 +230,11 @@ class Quantizer(nn.Module):
 
     def fsq_values(self, codes: torch.Tensor) -> torch.Tensor:
         """Acoustic integer levels 0..20 → values in [-1, 1]."""
-        return codes * 2 / (self.levels - 1) - 1
+        return fsq_values(codes, self.levels)
 
     def fsq_codes(self, values: torch.Tensor) -> torch.Tensor:
         """Values in [-1, 1] (already squashed) → nearest level 0..20 (round half to even)."""
-        return ((values.clamp(-1, 1) + 1) / 2 * (self.levels - 1)).round().long()
+        return fsq_codes(values, self.levels)
 
     def decode(self, codes: torch.Tensor, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         """Raw codes ``[B, 37, T]`` → latent ``[B, 292, T]`` (semantic first)."""

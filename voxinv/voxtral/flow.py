@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxinv.voxtral.codec import FeedForward  # the same SwiGLU (w1 gate, w2 down, w3 up)
+from voxinv.voxtral.codec import FeedForward, fsq_codes  # the same SwiGLU (w1 gate, w2 down, w3 up)
 from voxinv.voxtral.codes import EMPTY_AUDIO, END_AUDIO, N_SPECIAL
 from voxinv.voxtral.params import AudioModelArgs, FlowArgs, VoxtralParams
 
@@ -135,7 +135,7 @@ class AcousticTransformer(nn.Module):
 
     def quantize(self, x: torch.Tensor, semantic: torch.Tensor) -> torch.Tensor:
         """Values ``[B, 36]`` → model-format acoustic codes ``[B, 36]`` (END frames → EMPTY + 2)."""
-        q = ((x.clamp(-1, 1) + 1) / 2 * (self.levels - 1)).round().long()  # round half to even
+        q = fsq_codes(x, self.levels)  # round half to even
         q[semantic == END_AUDIO] = EMPTY_AUDIO
         return q + N_SPECIAL
 

@@ -1,0 +1,131 @@
+"""One target's inversion from the config: :func:`build` (target, loss suite, code parameters), then
+:func:`fit` (gradient refinement with Lightning) after the init; :mod:`voxinv.invert.export` writes it."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from voxinv import rundir
+from voxinv.invert.losses import LossSuite
+from voxinv.invert.params import CodeParams
+from voxinv.invert.target import Target
+from voxinv.voxtral.models import Model
+
+log = logging.getLogger("voxinv")
+
+
+@dataclass
+class Inversion:
+    """What :func:`build` makes for one target and initialise / :func:`fit` / export fill in."""
+
+    cfg: DictConfig
+    out: Path  # the run directory
+    device: torch.device
+    model: Model
+    target: Target
+    losses: LossSuite
+    params: CodeParams
+    init: dict  # what the init did (metrics.json ``init``)
+    module: object | None = None  # the InversionModule once fitting started
+    trainer: object | None = None  # its pl.Trainer
+    stopped: str | None = None  # why it stopped early (metrics.json ``stopped``)
+
+
+def build(cfg: DictConfig, out: Path, model: Model, source, device: torch.device) -> Inversion:
+    """The target (from ``source``, the instantiated ``target`` group), its loss suite and the code parameters."""
+    target = source.build(model.eval_codec, model.ckpt)
+    log.info(
+        "target %s: %d frames (%.2f s)", target.name, target.n_frames, target.wav.numel() / model.codec.sampling_rate
+    )
+    losses = build_losses(cfg, model, target, device)
+    params = build_params(cfg, model.codec, target)
+    return Inversion(cfg, out, device, model, target, losses, params, init={"kind": cfg.init.kind})
+
+
+def build_losses(cfg: DictConfig, model: Model, target: Target, device: torch.device) -> LossSuite:
+    """The loss suite (speaker encoder and backbone prior only when weighted)."""
+    from voxinv.invert.losses import build_terms
+
+    weights = dict(cfg.loss.weights)
+    spk = None
+    if weights.get("spk", 0) > 0:
+        from voxinv.invert.speaker import SpeakerEncoder
+
+        spk = SpeakerEncoder.load(device)
+    prior = None
+    if weights.get("prior", 0) > 0:
+        from voxinv.invert.prior import BackbonePrior
+
+        prior = BackbonePrior(model.ckpt, device=device, **cfg.loss.prior)
+    terms = build_terms(cfg.loss, model.codec.sampling_rate, target.wav.to(device), spk)
+    return LossSuite(weights, terms, prior).to(device)
+
+
+def build_params(cfg: DictConfig, codec, target: Target) -> CodeParams:
+    """The ``codes`` group instantiated for ``cfg.batch`` restarts of the target."""
+    # salted: a synthetic target seeded by the same `seed` must not share draws with the random start
+    g = torch.Generator().manual_seed(int(cfg.seed) + 1_000_003)
+    table = codec.quantizer.semantic_codebook.table.float().cpu()
+    make = instantiate(cfg.codes, _partial_=True)  # the codes group's settings; the rest from the codec
+    levels, n_acoustic = codec.args.acoustic_codebook_size, codec.args.acoustic_dim
+    return make(table, int(cfg.batch), target.n_frames, levels=levels, n_acoustic=n_acoustic, generator=g)
+
+
+def make_module(job: Inversion):
+    """A new InversionModule of the job (the step loop resolved for its device)."""
+    from voxinv.invert.module import InversionModule, loop_settings
+
+    cfg, m = job.cfg, job.model
+    loop = loop_settings(cfg.loop, cfg.trainer, job.device)
+    return InversionModule(cfg, m.codec, job.target, job.losses, job.params, eval_codec=m.eval_codec, loop=loop)
+
+
+def fit(job: Inversion, resume: str | None) -> None:
+    """Gradient refinement with Lightning (``resume``: a checkpoint to continue); sets ``job.module``,
+    ``job.trainer`` and ``job.stopped`` (why it stopped early, or ``None``)."""
+    import pytorch_lightning as pl
+
+    from voxinv.invert.guard import check_resume_file
+    from voxinv.invert.loggers import build_logger, quiet_lightning
+    from voxinv.invert.module import NonFiniteLoss, Steps, trainer_settings
+
+    cfg, out, device = job.cfg, job.out, job.device
+    if resume is None and (out / rundir.CHECKPOINTS).is_dir():  # a fresh run into a used dir: old checkpoints go
+        log.info("fresh run (resume=false): removing old checkpoints in %s", out / rundir.CHECKPOINTS)
+        shutil.rmtree(out / rundir.CHECKPOINTS)
+    module = make_module(job)
+    quiet_lightning()
+    logger = build_logger(cfg, resume=resume is not None)
+    bar = cfg.trainer.get("enable_progress_bar", True)
+    callbacks = [instantiate(c) for k, c in cfg.callbacks.items() if c is not None and (bar or k != "progress_bar")]
+    trainer = pl.Trainer(
+        max_steps=int(cfg.steps),
+        max_epochs=-1,
+        logger=logger,
+        callbacks=callbacks,
+        accelerator="gpu" if device.type == "cuda" else "cpu",
+        devices=1,
+        **trainer_settings(cfg.trainer, device),
+    )
+    loader = torch.utils.data.DataLoader(Steps(int(cfg.steps)), batch_size=None, shuffle=False)
+    if resume is not None:
+        check_resume_file(resume)
+    stopped = None
+    try:
+        trainer.fit(module, loader, ckpt_path=resume, weights_only=True)
+    except NonFiniteLoss as e:
+        stopped = f"{e}; kept the last codes with a finite loss"
+        log.error("stopping: %s", stopped)
+    except SystemExit:  # Lightning answers Ctrl-C with sys.exit(1): export what there is instead
+        if not trainer.interrupted:
+            raise
+    if trainer.interrupted and stopped is None:
+        stopped = f"interrupted at step {trainer.global_step}; exported the current codes"
+    job.module, job.trainer, job.stopped = module, trainer, stopped
