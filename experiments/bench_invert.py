@@ -233,10 +233,13 @@ def time_recipe(s: Setup, warmup: int, steps: int, with_spk: bool) -> dict:
 
 
 def time_cd(codec, seconds: float, device: torch.device, sweeps: int) -> dict:
+    from hydra.utils import instantiate
+
     from voxinv.invert.init import coord_descent
     from voxinv.invert.target import synthetic
 
     i = compose("init=coord_descent").init
+
     frames = max(1, round(seconds * codec.args.frame_rate))
     target = synthetic(codec, frames, seed=0)
     g = torch.Generator().manual_seed(3)
@@ -262,6 +265,7 @@ def time_cd(codec, seconds: float, device: torch.device, sweeps: int) -> dict:
             batch_size=i.batch_size,
             acoustic_passes=i.acoustic_passes,
             gn_steps=i.gn_steps,
+            loss=instantiate(i.loss),
             progress=False,
         )
         _sync(device)

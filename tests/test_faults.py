@@ -180,9 +180,12 @@ ACCEPTED = [
 
 @pytest.mark.parametrize(("case", "name", "maker"), ACCEPTED, ids=[c[0] for c in ACCEPTED])
 def test_accepted_recordings(case, name, maker, tmp_path):
+    from omegaconf import OmegaConf
+
     from voxinv.invert.target import load_file
 
-    t = load_file(maker(tmp_path / name), SR, 1920)
+    conf = OmegaConf.load(Path(R.CONF_DIR) / "target" / "file.yaml")  # the reading settings of target=file
+    t = load_file(maker(tmp_path / name), SR, 1920, **{k: conf[k] for k in ("trim", "trim_db", "peak", "max_seconds")})
     assert t.n_frames == 7 and t.wav.numel() == 7 * 1920  # 0.5 s, trimmed by at most a hop, padded up
     assert float(t.wav.abs().max()) == pytest.approx(0.08)
 

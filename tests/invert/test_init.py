@@ -4,13 +4,17 @@ coordinate-descent search, which recovers the exact codes of a synthetic clip on
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from hydra.utils import instantiate
+from omegaconf import OmegaConf
 
-from voxinv.invert.init import coord_descent, segment_loss, warm_start_codes
+from voxinv.invert.init import coord_descent, warm_start_codes
 from voxinv.invert.target import synthetic
+from voxinv.run import CONF_DIR
 from voxinv.voxtral.codes import save_codes
 from voxinv.voxtral.voices import load_voice, voice_to_codes
 
@@ -61,11 +65,16 @@ def test_warm_start_unknown_source(tmp_path, ckpt):
 
 
 # ------------------------------------------------------------------------------------ coord descent
+def _segment_loss() -> torch.nn.Module:
+    """``init.loss`` of conf/init/coord_descent.yaml: what coordinate descent scores a candidate by."""
+    return instantiate(OmegaConf.load(Path(CONF_DIR) / "init" / "coord_descent.yaml").loss)
+
+
 def test_segment_loss():
     g = torch.Generator().manual_seed(0)
     x = torch.randn(1920, generator=g)
     y = torch.stack([x, x + 0.1 * torch.randn(1920, generator=g), torch.zeros(1920)])
-    loss = segment_loss(y, x)
+    loss = _segment_loss()(y, x)
     assert loss.shape == (3,) and loss[0] == 0 and loss[1] > 0 and loss[2] > loss[1]
 
 
@@ -76,6 +85,7 @@ def test_coord_descent_keeps_the_truth(codec):
         codec,
         tg.wav,
         tg.codes,
+        loss=_segment_loss(),
         sweeps=1,
         shortlist=16,
         context=8,
@@ -106,6 +116,7 @@ def test_coord_descent_recovers_exact_codes(codec):
             codec,
             tg.wav,
             start,
+            loss=_segment_loss(),
             sweeps=2,
             shortlist=64,
             context=8,

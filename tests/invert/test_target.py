@@ -16,6 +16,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 import voxinv.run as R
 from voxinv.audio import AudioError
@@ -83,10 +84,16 @@ def test_preset(codec, ckpt):
 
 
 # ---------------------------------------------------------------------------------------------- file
+def _from_file(path, codec, **kw) -> T.Target:
+    """``T.from_file`` with conf/target/file.yaml's reading settings, ``kw`` replacing some."""
+    conf = OmegaConf.load(Path(R.CONF_DIR) / "target" / "file.yaml")
+    return T.from_file(path, codec, **{k: conf[k] for k in ("trim", "trim_db", "peak", "max_seconds")} | kw)
+
+
 def test_file_is_resampled_mono_normalised_and_padded(tmp_path, codec):
     path = tmp_path / "tone.wav"
     stereo = _stereo_tone(path)
-    t = T.from_file(path, codec, peak=0.08)
+    t = _from_file(path, codec, peak=0.08)
     mono = AF.resample(torch.from_numpy(stereo.mean(1)), 16000, 24000)
     assert mono.numel() == 12000  # 0.5 s at 24 kHz
     n_frames, pad = 7, 7 * SPF - 12000  # 12000 samples → 6.25 frames → 7, the tail zero-padded
@@ -102,13 +109,13 @@ def test_file_trim_and_limits(tmp_path, codec):
     sr = 24000
     x = np.concatenate([np.zeros(4800), _tone(0.4, sr), np.zeros(9600)]).astype(np.float32)
     sf.write(str(tmp_path / "padded.wav"), x, sr, subtype="FLOAT")
-    t = T.from_file(tmp_path / "padded.wav", codec)
+    t = _from_file(tmp_path / "padded.wav", codec)
     kept = t.wav.numel() - t.info["pad_samples"]
     assert t.info["trimmed_samples"] == x.size - kept and abs(kept - 9600) <= 480  # the tone, ±1 trim hop
-    t = T.from_file(tmp_path / "padded.wav", codec, trim=False, peak=None)
+    t = _from_file(tmp_path / "padded.wav", codec, trim=False, peak=None)
     assert t.info["trimmed_samples"] == 0 and torch.equal(t.wav[: x.size], torch.from_numpy(x))
     with pytest.raises(AudioError, match="max_seconds=0.05 is shorter than one 80 ms frame"):
-        T.from_file(tmp_path / "padded.wav", codec, max_seconds=0.05)
+        _from_file(tmp_path / "padded.wav", codec, max_seconds=0.05)
 
 
 def test_long_file_keeps_the_window_with_the_most_speech(tmp_path, codec, caplog):
@@ -119,12 +126,12 @@ def test_long_file_keeps_the_window_with_the_most_speech(tmp_path, codec, caplog
     x = np.concatenate([_tone(0.3, sr), quiet, _tone(1.0, sr), quiet, _tone(0.3, sr)])
     sf.write(str(tmp_path / "long.wav"), x, sr, subtype="FLOAT")
     with caplog.at_level("WARNING"):
-        t = T.from_file(tmp_path / "long.wav", codec, max_seconds=1.0, peak=None)
+        t = _from_file(tmp_path / "long.wav", codec, max_seconds=1.0, peak=None)
     assert t.n_frames == 12 and t.info["pad_samples"] == 0  # 1 s → 12 whole 80 ms frames
     a, b = t.info["selected_seconds"]
     assert 2.3 <= a and b <= 3.3 and b - a == pytest.approx(0.96)  # inside the 1 s tone
     assert "target.max_seconds=null inverts the whole file" in caplog.text
-    whole = T.from_file(tmp_path / "long.wav", codec, max_seconds=None, peak=None)
+    whole = _from_file(tmp_path / "long.wav", codec, max_seconds=None, peak=None)
     assert "selected_seconds" not in whole.info and whole.n_frames == -(-x.size // 1920)
 
 
@@ -175,7 +182,7 @@ def test_bad_file_errors(tmp_path, codec, case):
     if write:
         write(path)
     with pytest.raises(AudioError, match=msg) as e:
-        T.from_file(path, codec)
+        _from_file(path, codec)
     assert "\n" not in str(e.value)
 
 
@@ -194,7 +201,7 @@ def test_file_target_run(tmp_path, cfg_of, codec):
         x, sr = sf.read(str(out / name), dtype="float32")
         assert sr == 24000 and x.shape == (7 * SPF,), name
     x, _ = sf.read(str(out / "target.wav"), dtype="float32")
-    want = T.from_file(wav, codec).wav.numpy()
+    want = _from_file(wav, codec).wav.numpy()
     assert np.array_equal(x, want)
 
 

@@ -7,8 +7,9 @@
 ``coord_descent`` is analysis-by-synthesis that exploits the decoder's causality and finite
 receptive field: left to right, frame t (frames < t fixed) picks its semantic code among
 candidates, then sweeps each of its 36 acoustic values over the 21 levels, each choice minimising a
-spectral loss on the audio frame t influences (frames t … t+lookahead), decoded together with
-``context`` frames of left context. Candidates are decoded in batches.
+spectral loss (``init.loss``: the loss suite's multi-resolution STFT term) on the audio frame t
+influences (frames t … t+lookahead), decoded together with ``context`` frames of left context.
+Candidates are decoded in batches.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from voxinv.invert.params import CodeParams
 from voxinv.voxtral.codec import VoxtralCodec, fsq_codes, fsq_values
@@ -90,9 +92,11 @@ class CoordDescent(Init):
         gn_steps: int,
         acoustic_passes: int,
         batch_size: int,
+        loss: nn.Module,
     ):
         super().__init__(kind, logit_margin)
         self.search = {
+            "loss": loss,
             "sweeps": sweeps,
             "shortlist": shortlist,
             "context": context,
@@ -157,24 +161,13 @@ def warm_start_codes(source: str, n_frames: int, ckpt=None) -> torch.Tensor:
     return codes[:n_frames]
 
 
-def segment_loss(y: torch.Tensor, x: torch.Tensor, fft_sizes=(512, 256, 128), eps: float = 1e-5) -> torch.Tensor:
-    """Spectral loss of candidate segments ``y [K, L]`` against ``x [L]``: log-mag L1 + spectral convergence."""
-    out = torch.zeros(y.shape[0], device=y.device)
-    for n in fft_sizes:
-        win = torch.hann_window(n, device=y.device)
-        Y = torch.stft(y, n, n // 4, window=win, return_complex=True).abs()
-        X = torch.stft(x[None], n, n // 4, window=win, return_complex=True).abs()
-        out += (torch.log(Y + eps) - torch.log(X + eps)).abs().mean((-1, -2))
-        out += (Y - X).flatten(1).norm(dim=-1) / X.norm().clamp_min(eps)
-    return out / len(fft_sizes)
-
-
 @torch.no_grad()
 def coord_descent(
     codec: VoxtralCodec,
     target: torch.Tensor,  # [T · spf]
     codes: torch.Tensor,  # raw [T, 37] starting point
     *,
+    loss: nn.Module,  # candidate segments [K, L] vs the target segment [L] -> [K]
     sweeps: int,
     shortlist: int,
     context: int,
@@ -197,6 +190,7 @@ def coord_descent(
     spf, T = codec.samples_per_frame, codes.shape[0]
     codes = codes.clone().to(dev)
     target = target.to(dev)
+    loss = loss.to(dev)
     latent = codec.quantizer.decode(codes.T[None], torch.float32)[0]  # [292, T]
     stats = {"evaluations": 0, "changed": 0}
     it = range(sweeps * T)
@@ -209,7 +203,7 @@ def coord_descent(
         for i in it:
             t = i % T
             a, b = max(0, t - context), min(T, t + lookahead + 1)
-            f = _Frame(codec, target[t * spf : b * spf], (t - a) * spf, t - a, batch_size, stats)
+            f = _Frame(codec, loss, target[t * spf : b * spf], (t - a) * spf, t - a, batch_size, stats)
             window = latent[:, a:b].clone()  # [292, b-a]
             window = semantic_step(f, window, codes[t], shortlist)
             window = gauss_newton_step(f, window, codes[t], gn_steps)
@@ -223,8 +217,11 @@ def coord_descent(
 class _Frame:
     """One frame visit: the decoder, the target segment it scores against and the frame's column."""
 
-    def __init__(self, codec: VoxtralCodec, seg: torch.Tensor, off: int, j: int, batch_size: int, stats: dict):
-        self.codec, self.seg, self.off, self.j, self.batch_size, self.stats = codec, seg, off, j, batch_size, stats
+    def __init__(
+        self, codec: VoxtralCodec, loss: nn.Module, seg: torch.Tensor, off: int, j: int, batch_size: int, stats: dict
+    ):
+        self.codec, self.score, self.seg, self.off, self.j = codec, loss, seg, off, j
+        self.batch_size, self.stats = batch_size, stats
         self.table = codec.quantizer.semantic_codebook.table.float()  # [8192, 256]
         self.levels = codec.args.acoustic_codebook_size
         self.n_sem = codec.args.semantic_dim
@@ -243,7 +240,7 @@ class _Frame:
         self.stats["evaluations"] += len(windows)
         return torch.cat(
             [
-                segment_loss(self.decode(windows[s : s + self.batch_size]), self.seg)
+                self.score(self.decode(windows[s : s + self.batch_size]), self.seg)
                 for s in range(0, len(windows), self.batch_size)
             ]
         )
@@ -304,7 +301,7 @@ def gauss_newton_step(f: _Frame, window: torch.Tensor, code: torch.Tensor, steps
         if torch.equal(lv, code[1:]):
             break
         trial = window.clone()
-        trial[n_sem:, j] = lv.float() * h - 1
+        trial[n_sem:, j] = fsq_values(lv, levels)
         loss = f.loss(trial[None])[0]
         if loss >= cur:
             break
@@ -317,7 +314,7 @@ def gauss_newton_step(f: _Frame, window: torch.Tensor, code: torch.Tensor, steps
 def acoustic_sweeps(f: _Frame, window: torch.Tensor, code: torch.Tensor, passes: int) -> torch.Tensor:
     """Exact coordinate sweeps: each acoustic value in turn takes the best of its 21 levels."""
     j, n_sem, levels = f.j, f.n_sem, f.levels
-    values = torch.linspace(-1, 1, levels, device=window.device)
+    values = fsq_values(torch.arange(levels, device=window.device), levels)  # [21]: the decoder's latent values
     for _ in range(passes):
         moved = 0
         for k in range(code.shape[0] - 1):

@@ -46,7 +46,7 @@ def _frames_for(wav: torch.Tensor, spf: int, name: str) -> tuple[torch.Tensor, i
 
 
 def from_file(path: str | Path, codec: VoxtralCodec, **kw) -> Target:
-    """Load a recording as a target for ``codec`` (see :func:`load_file` for the options)."""
+    """Load a recording as a target for ``codec`` (:func:`load_file`'s options: conf/target/file.yaml)."""
     return load_file(path, codec.sampling_rate, codec.samples_per_frame, **kw)
 
 
@@ -55,10 +55,10 @@ def load_file(
     sr: int,
     spf: int,
     *,
-    trim: bool = True,
-    trim_db: float = -40.0,
-    peak: float | None = 0.08,
-    max_seconds: float | None = None,
+    trim: bool,
+    trim_db: float,
+    peak: float | None,
+    max_seconds: float | None,
 ) -> Target:
     """Read and check a recording → target at ``sr`` Hz in whole ``spf``-sample frames (see module docstring)."""
     wav = read_audio(path, sr)
