@@ -7,6 +7,7 @@ import logging
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -15,10 +16,13 @@ from voxinv.audio import write_wav
 from voxinv.voxtral.codes import save_codes
 from voxinv.voxtral.voices import codes_to_voice, save_voice
 
+if TYPE_CHECKING:
+    from voxinv.invert.fit import Inversion
+
 log = logging.getLogger("voxinv")
 
 
-def code_stats(codes: torch.Tensor, levels: int = 21) -> dict:
+def code_stats(codes: torch.Tensor, levels: int) -> dict:
     """Statistics of raw codes ``[T, 37]`` that flag degenerate solutions (collapse, saturation)."""
     sem, ac = codes[:, 0], codes[:, 1:]
     hist = torch.bincount(ac.flatten(), minlength=levels).float()
@@ -67,9 +71,9 @@ def export_run(
     return metrics
 
 
-def export(job, t_start: float) -> dict:
-    """Export the best codes of ``job`` (:class:`voxinv.invert.fit.Inversion`) seen at any evaluation,
-    by the discrete (noise-free, fp32) objective; returns metrics.json's content."""
+def export(job: Inversion, t_start: float) -> dict:
+    """Export the best codes of ``job`` seen at any evaluation by the discrete (noise-free, fp32)
+    objective; returns metrics.json's content."""
     from voxinv.invert.fit import make_module
     from voxinv.invert.losses import discrete_losses
 
@@ -113,7 +117,7 @@ def evaluate(cfg, out: Path, metrics: dict) -> None:
         log.warning("evaluation interrupted: the outputs are exported, metrics.json has no eval section")
 
 
-def finish(job, metrics: dict) -> None:
+def finish(job: Inversion, metrics: dict) -> None:
     """Register the voice (``export.register``), give the loggers the final record, print the summary."""
     cfg, out, ckpt = job.cfg, job.out, job.model.ckpt
     if cfg.export.register:

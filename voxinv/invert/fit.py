@@ -7,6 +7,7 @@ import logging
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from hydra.utils import instantiate
@@ -15,8 +16,13 @@ from omegaconf import DictConfig
 from voxinv import rundir
 from voxinv.invert.losses import LossSuite
 from voxinv.invert.params import CodeParams
-from voxinv.invert.target import Target
+from voxinv.invert.target import Target, TargetSource
 from voxinv.voxtral.models import Model
+
+if TYPE_CHECKING:
+    import pytorch_lightning as pl
+
+    from voxinv.invert.module import InversionModule
 
 log = logging.getLogger("voxinv")
 
@@ -33,12 +39,12 @@ class Inversion:
     losses: LossSuite
     params: CodeParams
     init: dict  # what the init did (metrics.json ``init``)
-    module: object | None = None  # the InversionModule once fitting started
-    trainer: object | None = None  # its pl.Trainer
+    module: InversionModule | None = None  # set by fit (export makes one when fitting never started)
+    trainer: pl.Trainer | None = None
     stopped: str | None = None  # why it stopped early (metrics.json ``stopped``)
 
 
-def build(cfg: DictConfig, out: Path, model: Model, source, device: torch.device) -> Inversion:
+def build(cfg: DictConfig, out: Path, model: Model, source: TargetSource, device: torch.device) -> Inversion:
     """The target (from ``source``, the instantiated ``target`` group), its loss suite and the code parameters."""
     target = source.build(model.eval_codec, model.ckpt)
     log.info(

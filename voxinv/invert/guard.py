@@ -15,12 +15,13 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 from voxinv import rundir
+from voxinv.invert.target import TargetSource
 
 log = logging.getLogger("voxinv")
 
 
 # ------------------------------------------------------------------------------------ inputs
-def check_inputs(cfg: DictConfig, out: Path):
+def check_inputs(cfg: DictConfig, out: Path) -> TargetSource:
     """Everything that can be checked before any model is resolved (no download for a bad input):
     steps, optional packages of the chosen losses (and graders: a warning), the run directory, and
     the target (``target=file``: the recording is read and validated). Returns the target source
