@@ -232,11 +232,16 @@ def _stop_at(k: int) -> type:
     return StopAt
 
 
-def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
+_CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.cuda, _CUDA])])
+def test_resume_equals_uninterrupted(tmp_path, monkeypatch, device):
+    """Gumbel noise comes from the module's generator on the run's device: resume replays it exactly."""
     import voxinv.invert.callbacks as C
 
     n, k = 6, 3
-    o = ("codes=gumbel", "schedule=recipe", f"steps={n}", f"checkpoint_every={k}", "eval_every=2")
+    o = ("codes=gumbel", "schedule=recipe", f"steps={n}", f"checkpoint_every={k}", "eval_every=2", f"device={device}")
     a, ma, _ = _run(tmp_path, "a", *o)
 
     eval_logger = C.EvalLogger
@@ -257,6 +262,23 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch):
         return [{k: v for k, v in r.items() if k != "wall_s"} for r in h]
 
     assert strip(mb["history"]) == strip(ma["history"])  # the same evaluations, the same values
+
+
+def test_noise_state_from_another_device_is_one_clear_error(tmp_path):
+    """A generator's state is per device type: resuming a CUDA run's checkpoint on CPU says what to do."""
+    cfg = cfg_of("codes=gumbel", "steps=1")
+    a, _, _ = _run(tmp_path, "a", "codes=gumbel", "steps=2", "checkpoint_every=1")
+    ck = torch.load(a / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ck["voxinv"]["noise_device"] == "cpu"
+    from voxinv.invert.module import InversionModule
+
+    m = InversionModule.__new__(InversionModule)  # only the noise bookkeeping is exercised
+    m.cfg, m.noise = cfg, torch.Generator().manual_seed(1)
+    m._noise_state = ("cuda", ck["voxinv"]["noise"])
+    with pytest.raises(RuntimeError, match="resume on cuda"):
+        m._noise_on(torch.device("cpu"))
+    m._noise_state = ("cpu", ck["voxinv"]["noise"])
+    assert torch.equal(m._noise_on(torch.device("cpu")).get_state(), ck["voxinv"]["noise"])
 
 
 def test_resume_missing_checkpoint(tmp_path):

@@ -118,8 +118,10 @@ class InversionModule(pl.LightningModule):
         self.params = params
         self.register_buffer("target", target.wav.float(), persistent=False)  # [N]
         self.true_codes = target.codes
-        self.noise = torch.Generator()  # Gumbel noise: own generator so resume replays it exactly
-        self.noise.manual_seed(int(cfg.seed) + 1)
+        # Gumbel noise: own generator so resume replays it exactly; it lives on the device of the codes
+        # (drawn there: no host→device copy in the step), created at the first step (see _noise_on)
+        self.noise = torch.Generator().manual_seed(int(cfg.seed) + 1)
+        self._noise_state: tuple[str, torch.Tensor] | None = None  # from a checkpoint, applied in _noise_on
         self.balancer = Balancer(**cfg.loss.balancer.kwargs) if cfg.loss.balancer.enabled else None
         self.tau_schedule = instantiate(cfg.schedule.temperature)  # f(step, total) -> τ (conf/schedule)
         self.history: list[dict] = []  # eval records (step, metrics), kept in checkpoints
@@ -146,7 +148,7 @@ class InversionModule(pl.LightningModule):
 
         # 1. sample discrete codes (straight-through) and decode them with the frozen codec
         tau = self.tau_schedule(step, total_steps)
-        sample = self.params(tau, noise=self.noise)
+        sample = self.params(tau, noise=self._noise_on(self.target.device))
         win = cfg.window  # long clips: this step's window of frames (+ left context), else the whole clip
         latent, target, cut = window_of(step, sample.latent, self.target, win.frames, win.context)
         wav, wave = self.frozen.wave(latent, target, cut)  # [B, L], {term: [B]}
@@ -252,9 +254,25 @@ class InversionModule(pl.LightningModule):
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: factor(s, total))
         return [opt], [sched]
 
+    def _noise_on(self, device: torch.device) -> torch.Generator:
+        """The Gumbel-noise generator on ``device`` (seeded ``seed + 1``; a checkpoint's state restored)."""
+        if self.noise.device.type != device.type:
+            self.noise = torch.Generator(device=device).manual_seed(int(self.cfg.seed) + 1)
+        if self._noise_state is not None:
+            kind, state = self._noise_state
+            self._noise_state = None
+            if kind != device.type:  # a generator's state is per device type: the noise stream restarts
+                raise RuntimeError(
+                    f"this checkpoint's Gumbel-noise state is from {kind}, the run is on {device.type}: "
+                    f"resume on {kind} (or start a new run)"
+                )
+            self.noise.set_state(state)
+        return self.noise
+
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["voxinv"] = {
             "noise": self.noise.get_state(),
+            "noise_device": self.noise.device.type,
             "history": self.history,
             "best": self.best,
             "balancer": self.balancer.state_dict() if self.balancer else None,
@@ -263,7 +281,7 @@ class InversionModule(pl.LightningModule):
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         s = checkpoint["voxinv"]
-        self.noise.set_state(s["noise"])
+        self._noise_state = (s.get("noise_device", "cpu"), s["noise"])  # set on the first step's device
         self.history = list(s["history"])
         self.best = s["best"]
         if self.balancer and s["balancer"]:

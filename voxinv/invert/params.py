@@ -86,8 +86,9 @@ class CodeParams(nn.Module):
         else:
             logits = self.semantic_logits
             if self.semantic == "gumbel":
-                # drawn on CPU from the module's own generator (checkpointed), then moved
-                u = torch.rand(logits.shape, generator=noise).clamp_(1e-10, 1.0).to(logits.device)
+                # drawn from the module's own generator (checkpointed), on its device (the codes' in a run)
+                dev = noise.device if noise is not None else logits.device
+                u = torch.rand(logits.shape, generator=noise, device=dev).clamp_(1e-10, 1.0).to(logits.device)
                 logits = logits - torch.log(-torch.log(u))  # + Gumbel(0, 1) noise
             probs = (logits / temperature).softmax(-1)  # [B, T, 8192]
             idx = probs.argmax(-1)
