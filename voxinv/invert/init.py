@@ -176,6 +176,7 @@ def coord_descent(
     acoustic_passes: int,
     gn_steps: int,
     progress: bool = True,
+    frames: list[int] | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """Greedy left-to-right code search (see module docstring). Returns codes and statistics.
     The settings (no defaults here: ``conf/init/coord_descent.yaml`` holds them) are documented there.
@@ -185,6 +186,8 @@ def coord_descent(
     ``gn_steps`` Gauss-Newton steps on the acoustic values, kept only when the exact loss drops) and
     :func:`acoustic_sweeps` (``acoustic_passes`` exact sweeps over the 21 levels).
     An interrupt raises :class:`InitInterrupted` with the codes found so far.
+    ``frames``: visit only these frames, in this order, once each (``sweeps`` unused; the targeted
+    late-stage search of :mod:`voxinv.invert.refine`); None: ``sweeps`` left-to-right passes.
     """
     dev = next(codec.parameters()).device
     spf, T = codec.samples_per_frame, codes.shape[0]
@@ -193,7 +196,8 @@ def coord_descent(
     loss = loss.to(dev)
     latent = codec.quantizer.decode(codes.T[None], torch.float32)[0]  # [292, T]
     stats = {"evaluations": 0, "changed": 0}
-    it = range(sweeps * T)
+    order = [i % T for i in range(sweeps * T)] if frames is None else [int(t) for t in frames]
+    it = range(len(order))
     if progress:
         from tqdm.auto import tqdm
 
@@ -201,7 +205,7 @@ def coord_descent(
     i = 0
     try:
         for i in it:
-            t = i % T
+            t = order[i]
             a, b = max(0, t - context), min(T, t + lookahead + 1)
             f = _Frame(codec, loss, target[t * spf : b * spf], (t - a) * spf, t - a, batch_size, stats)
             window = latent[:, a:b].clone()  # [292, b-a]
@@ -210,7 +214,7 @@ def coord_descent(
             window = acoustic_sweeps(f, window, codes[t], acoustic_passes)
             latent[:, t] = window[:, f.j]
     except KeyboardInterrupt:
-        raise InitInterrupted(codes.cpu(), stats, f"frame visit {i + 1}/{sweeps * T}") from None
+        raise InitInterrupted(codes.cpu(), stats, f"frame visit {i + 1}/{len(order)}") from None
     return codes.cpu(), stats
 
 

@@ -128,6 +128,7 @@ class InversionModule(pl.LightningModule):
         self._finite: dict | None = None  # device-side NaN watch (see _watch)
         self.best: dict | None = None  # {"objective", "step", "codes" [T, 37]}: what gets exported
         self._t0 = time.time()
+        self._eval_s = 0.0  # seconds spent in evaluate() so far: curves can exclude measurement overhead
 
     def _decode_and_wave_terms(
         self, latent: torch.Tensor, target: torch.Tensor, cut: int
@@ -218,6 +219,7 @@ class InversionModule(pl.LightningModule):
         from voxinv.eval.metrics import code_recovery, log_mel_distance, si_sdr
         from voxinv.invert.losses import discrete_losses
 
+        t_eval = time.time()
         codes = self.params.codes() if codes is None else codes  # [B, T, 37]
         terms, rec = discrete_losses(
             self.frozen.eval_codec, self.frozen.losses, self.target, codes, self.cfg.loss.weights
@@ -234,7 +236,11 @@ class InversionModule(pl.LightningModule):
         }
         if self.true_codes is not None:
             m.update(code_recovery(codes[b].cpu(), self.true_codes))
-        self.history.append({"step": step, "wall_s": round(time.time() - self._t0, 3), "restart": b, **m})
+        now = time.time()
+        self._eval_s += now - t_eval  # wall_s - eval_s: optimisation time alone (evaluations excluded)
+        self.history.append(
+            {"step": step, "wall_s": round(now - self._t0, 3), "eval_s": round(self._eval_s, 3), "restart": b, **m}
+        )
         if log and self._trainer is not None:  # each evaluation once, at its own step (not self.log's sampling)
             for cb in self._trainer.callbacks:
                 if hasattr(cb, "on_evaluation"):
@@ -287,6 +293,7 @@ class InversionModule(pl.LightningModule):
         if self.balancer and s["balancer"]:
             self.balancer.load_state_dict(s["balancer"])
         self._t0 = time.time() - s["wall_s"]
+        self._eval_s = float(self.history[-1].get("eval_s", 0.0)) if self.history else 0.0
 
 
 class Steps(torch.utils.data.Dataset):
