@@ -1,5 +1,9 @@
 """Sweep reports: ``python -m voxinv.report SWEEP_DIR [SWEEP_DIR …] [--out DIR] [--group-by KEYS]``.
 
+One directory holding a benchmark log (``runs.jsonl``, e.g. ``experiments/results/speech``) gets the
+benchmark report of :mod:`~voxinv.eval.report.bench` instead (per-clip table, means ± std, paired
+differences, time to ``--recipe``'s quality, quality-vs-time curves).
+
 The report is assembled here from :mod:`~voxinv.eval.report.runs` (discovery),
 :mod:`~voxinv.eval.report.stats` (grouping, statistics), :mod:`~voxinv.eval.report.tables`,
 :mod:`~voxinv.eval.report.plots` and :mod:`~voxinv.eval.report.wandb_source`.
@@ -35,6 +39,7 @@ from pathlib import Path
 
 from voxinv import rundir
 from voxinv.eval.formats import METRIC, REPORT_COLUMNS
+from voxinv.eval.report.bench import bench_report, is_bench_log
 from voxinv.eval.report.plots import plot_code_accuracy, plot_curves, plot_spectrograms
 from voxinv.eval.report.runs import ReportError, Run, find_runs
 from voxinv.eval.report.stats import (
@@ -219,7 +224,9 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m voxinv.report",
         description="Aggregate inversion sweeps (mean ± std over seeds) into report.md + PNG plots.",
     )
-    ap.add_argument("sweeps", nargs="*", metavar="SWEEP_DIR", help="Hydra multirun dirs (or run dirs)")
+    ap.add_argument(
+        "sweeps", nargs="*", metavar="SWEEP_DIR", help="Hydra multirun dirs (or run dirs), or one benchmark log dir"
+    )
     ap.add_argument("--out", type=Path, help="output directory (default: <first SWEEP_DIR>/report)")
     ap.add_argument("--group-by", help="comma-separated resolved-config keys, e.g. loss.weights,codes.semantic")
     ap.add_argument("--sort", default="si_sdr", help=f"table order: one of {', '.join(METRIC)} (default si_sdr)")
@@ -235,9 +242,23 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--wandb", metavar="PROJECT", help="also pull runs from W&B ([entity/]project) when online")
     ap.add_argument("--wandb-group", help="only W&B runs of this group")
     ap.add_argument("--no-plots", action="store_true")
+    ap.add_argument(
+        "--recipe",
+        metavar="VARIANT",
+        help="benchmark logs: the variant whose final quality the others race to (default: the log's "
+        "report.json, else `recipe`)",
+    )
     args = ap.parse_args(argv)
     if not args.sweeps and not args.wandb:
         ap.error("give at least one SWEEP_DIR (or --wandb PROJECT)")
+    if len(args.sweeps) == 1 and is_bench_log(args.sweeps[0]) and not args.wandb:
+        try:  # a benchmark log (runs.jsonl, e.g. experiments/results/speech): its own report
+            s = bench_report(args.sweeps[0], args.out, baseline=args.baseline, recipe=args.recipe)
+        except ReportError as e:
+            print(f"voxinv.report: error: {e}", file=sys.stderr)
+            return 2
+        print(s["markdown"])
+        return 0
     group_by = [k.strip() for k in args.group_by.split(",") if k.strip()] if args.group_by else None
     try:
         runs = find_runs(args.sweeps)

@@ -197,20 +197,29 @@ def paired_differences(
     reference: dict[str, float] | None = None,
     keys: Sequence[str] = PAIRED_KEYS,
 ) -> list[dict]:
-    """Per-target differences of each group against the ``baseline`` group (same targets = same seeds).
-
-    Returns ``[{"label", "n", "mean": {k}, "std": {k}, "better": {k}}]``: mean ± sample std over the
-    targets both groups ran on of (group − baseline), and on how many of them the group is better
-    (direction from the format table). Runs sharing a target within a group are averaged first.
-    """
+    """Per-target differences of each group against the ``baseline`` group (same targets = same seeds):
+    :func:`paired_frame` over the runs' values."""
     if baseline not in groups:
         raise ReportError(f"--baseline {baseline!r} is not a configuration here: choose from {list(groups)}")
-    df = values_frame(groups, reference)
+    return paired_frame(values_frame(groups, reference), baseline, keys)
+
+
+def paired_frame(
+    df: pd.DataFrame, baseline: str, keys: Sequence[str], higher_better: dict[str, bool] | None = None
+) -> list[dict]:
+    """Paired differences in a frame with one row per run (``label``, ``target`` and value columns).
+
+    Returns ``[{"label", "n", "mean": {k}, "std": {k}, "better": {k}}]``: mean ± sample std over the
+    targets both labels have of (label − baseline), and on how many of them the label is better
+    (direction from ``higher_better``, else the format table). Rows sharing a target within a label
+    are averaged first (pass a target per (clip, seed) to pair seeds too).
+    """
+    hb = {k: METRIC[k].higher_better for k in keys if k in METRIC} | (higher_better or {})
     keys = [k for k in keys if k in df.columns]
     per_target = df.groupby(["label", "target"], sort=False)[keys].mean()  # [label × target, keys]
     base = per_target.loc[baseline]
     out = []
-    for label in groups:
+    for label in dict.fromkeys(df["label"]):
         if label == baseline:
             continue
         mine = per_target.loc[label]
@@ -221,7 +230,7 @@ def paired_differences(
             x = d[k].dropna()
             if len(x):
                 row["mean"][k], row["std"][k] = mean_std(x.tolist())
-                row["better"][k] = int((x > 1e-9).sum() if METRIC[k].higher_better else (x < -1e-9).sum())
+                row["better"][k] = int((x > 1e-9).sum() if hb[k] else (x < -1e-9).sum())
         out.append(row)
     return out
 

@@ -1,0 +1,86 @@
+"""Benchmark-log report (``python -m voxinv.report <dir with runs.jsonl>``) on a hand-made log whose
+statistics are known: means, paired differences, wins against the encoder, time to the recipe's quality."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from voxinv.eval.report import main
+from voxinv.eval.report.bench import bench_report, time_to
+
+
+def _row(variant: str, clip: str, mrmel: float, spk: float, curve: list, steps: int = 10) -> dict:
+    return {
+        "variant": variant,
+        "tier": "t",
+        "clip": clip,
+        "seed": 0,
+        "mrmel": mrmel,
+        "mrstft": 2 * mrmel,
+        "spk": spk,
+        "env": 0.8,
+        "si_sdr": -30.0,
+        "code_sem": 0.0,
+        "code_ac": 10.0,
+        "self_graded": False,
+        "wall_s": curve[-1][0] + 1,
+        "steps": steps,
+        "curve": curve,
+    }
+
+
+@pytest.fixture
+def log(tmp_path) -> Path:
+    # curve points: [wall s, mrmel, objective, evaluation s so far, step]
+    rows = [
+        _row("a", "c1", 0.40, 0.50, [[1.0, 0.9, 3.0, 0.5, 0], [3.0, 0.45, 2.0, 1.0, 5], [5.0, 0.40, 1.5, 1.5, 10]]),
+        _row("r", "c1", 0.45, 0.45, [[1.0, 0.9, 3.0, 0.5, 0], [11.0, 0.45, 2.0, 1.0, 10]]),
+        _row("a", "c2", 0.50, 0.45, [[1.0, 0.9, 3.0, 0.5, 0], [4.0, 0.50, 2.0, 1.0, 10]]),
+        _row("r", "c2", 0.48, 0.47, [[1.0, 0.9, 3.0, 0.5, 0], [9.0, 0.48, 2.0, 1.0, 10]]),
+    ]
+    refs = [
+        {"clip": "c1", "variant": "encoder", "mrmel": 0.6, "spk": 0.4},
+        {"clip": "c2", "variant": "encoder", "mrmel": 0.45, "spk": 0.5},
+        {"clip": "c1", "variant": "same_speaker", "other": "c2", "spk": 0.8},
+    ]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "references.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    return tmp_path
+
+
+def test_time_to_follows_the_exported_codes():
+    """The export keeps the best codes by the objective, so a lower mrmel at a worse objective does not count."""
+    curve = [[1.0, 0.9, 3.0, 0.5, 0], [2.0, 0.3, 4.0, 1.0, 5], [4.0, 0.4, 2.0, 1.5, 10]]
+    assert time_to(curve, 0.45, 10) == (2.5, 10)  # seconds without evaluations, step
+    assert time_to(curve, 0.2, 10) is None
+    old = [[1.0, 0.9, 3.0], [2.0, 0.5, 2.0], [3.0, 0.4, 1.0]]  # old rows: wall s, steps spread evenly
+    assert time_to(old, 0.45, 100) == (3.0, 100)
+
+
+def test_bench_report_numbers(log):
+    s = bench_report(log, baseline="r", recipe="r")
+    a = s["variants"]["a"]
+    assert a["n"] == 2 and a["mrmel"] == pytest.approx([0.45, 0.0707107], rel=1e-5)
+    assert a["beats_encoder"] == {"mrmel": [1, 2], "spk": [1, 2]}
+    paired = s["paired"]["rows"][0]
+    assert paired["label"] == "a" and paired["n"] == 2
+    assert paired["mean"]["mrmel"] == pytest.approx(-0.015) and paired["better"]["mrmel"] == 1
+    assert paired["better"]["spk"] == 1  # higher is better for spk: c1 +0.05, c2 −0.02
+    vs = a["vs_recipe"]
+    assert vs["n"] == 2 and vs["better"] == 1
+    assert vs["wall"] == [pytest.approx(10.0 / 2.0)] and vs["steps"] == [2.0]  # c1 only: c2 never reaches 0.48
+    md = (log / "report.md").read_text()
+    assert "| *same speaker, other recording (spk ceiling)* | 1 | 1 |" in md and "c1 ↔ c2 0.800" in md
+    assert "5.0× [5.0–5.0]" in md
+    assert (log / "summary.json").is_file() and (log / "curves.png").is_file()
+
+
+def test_cli_renders_a_benchmark_log(log, tmp_path, capsys):
+    out = tmp_path / "rep"
+    assert main([str(log), "--out", str(out), "--baseline", "r", "--recipe", "r"]) == 0
+    assert "## Paired differences against `r`" in (out / "report.md").read_text()
+    assert main([str(log), "--out", str(out), "--baseline", "nope"]) == 2
+    assert "voxinv.report: error: --baseline 'nope' is not a variant here" in capsys.readouterr().err
