@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 import torch
 from fast_config import compose_fast
+from hydra.utils import instantiate
 
 from voxinv.invert.refine import RefineWorst, frame_losses, worst_frames
 from voxinv.invert.target import synthetic
@@ -30,14 +31,19 @@ def _env(voxinv_cache, monkeypatch):
     monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
 
 
+def _refine_cfg():
+    return compose_fast(FAST, "callbacks/refine=worst_frames").callbacks.refine
+
+
 def test_frame_losses_point_at_the_corrupted_frames(codec):
     """True codes with frame 4 of 6 replaced: the frames before it stay exact (the decoder is causal) and
     the two worst are frame 4 and the one after it, into which the error spreads."""
+    score = instantiate(_refine_cfg().loss)
     tg = synthetic(codec, 6, seed=4)
-    assert frame_losses(codec, tg.wav, tg.codes).max() < 1e-3  # the truth decodes to the target
+    assert frame_losses(codec, score, tg.wav, tg.codes).max() < 1e-3  # the truth decodes to the target
     bad = tg.codes.clone()
     bad[4] = synthetic(codec, 1, seed=99).codes[0]
-    loss = frame_losses(codec, tg.wav, bad)
+    loss = frame_losses(codec, score, tg.wav, bad)
     assert loss.shape == (6,) and loss[:4].max() < 1e-3 and loss[4] > 0.1
     assert worst_frames(loss, 2) == [4, 5]  # in time order
     assert worst_frames(loss, 99) == list(range(6))  # k is capped at T
@@ -51,13 +57,14 @@ def test_refine_repairs_the_worst_frame(codec):
     tg = synthetic(codec, 5, seed=2)
     bad = tg.codes.clone()
     bad[4] = synthetic(codec, 1, seed=7).codes[0]
-    before = frame_losses(codec, tg.wav, bad)
+    cb = _refine_cfg()
+    score = instantiate(cb.loss)
+    before = frame_losses(codec, score, tg.wav, bad)
     visit = worst_frames(before, 1)
     assert visit == [4]
-    cb = compose_fast(FAST, "callbacks/refine=worst_frames").callbacks.refine
     search = {k: cb[k] for k in ("shortlist", "context", "lookahead", "gn_steps", "acoustic_passes", "batch_size")}
-    new, st = coord_descent(codec, tg.wav, bad, sweeps=1, progress=False, frames=visit, **search)
-    after = frame_losses(codec, tg.wav, new)
+    new, st = coord_descent(codec, tg.wav, bad, loss=score, sweeps=1, progress=False, frames=visit, **search)
+    after = frame_losses(codec, score, tg.wav, new)
     assert st["changed"] > 0 and torch.equal(new[:4], bad[:4])  # only frame 4 visited
     assert after[4] < 0.5 * before[4]
 
@@ -81,5 +88,13 @@ def test_refine_callback_in_a_run(tmp_path):
 def test_refine_settings_are_checked():
     with pytest.raises(ValueError, match="frames=0"):
         RefineWorst(
-            frames=0, rounds=1, shortlist=8, context=4, lookahead=1, gn_steps=1, acoustic_passes=0, batch_size=8
+            frames=0,
+            rounds=1,
+            shortlist=8,
+            context=4,
+            lookahead=1,
+            gn_steps=1,
+            acoustic_passes=0,
+            batch_size=8,
+            loss=None,
         )

@@ -1,7 +1,7 @@
 """Anytime refinement: the expensive search only where it pays.
 
 After the gradient phase (a cheap first answer), :class:`RefineWorst` ranks the frames of the best
-codes by their own spectral loss and runs coordinate-descent visits
+codes by their own spectral loss (``loss``, the module coordinate descent scores candidates with) and runs coordinate-descent visits
 (:func:`voxinv.invert.init.coord_descent` with ``frames=``: semantic step, Gauss-Newton and exact
 acoustic sweeps) on the ``frames`` worst of them only, ``rounds`` times. Every round ends with a
 normal evaluation (:meth:`InversionModule.evaluate`), so the refined codes are exported only when
@@ -17,28 +17,27 @@ import time
 
 import pytorch_lightning as pl
 import torch
+from torch import nn
 
-from voxinv.invert.init import coord_descent, segment_loss
+from voxinv.invert.init import coord_descent
 from voxinv.voxtral.codec import VoxtralCodec
 
 log = logging.getLogger(__name__)
 
 
 @torch.no_grad()
-def frame_losses(codec: VoxtralCodec, target: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
-    """Per-frame spectral loss ``[T]`` (:func:`segment_loss` on each frame's samples) of the fp32
-    decode of raw codes ``[T, 37]`` against ``target`` ``[N]``."""
+def frame_losses(codec: VoxtralCodec, loss: nn.Module, target: torch.Tensor, codes: torch.Tensor) -> torch.Tensor:
+    """Per-frame loss ``[T]`` (``loss`` of each frame's samples of the fp32 decode of raw codes
+    ``[T, 37]`` against the same samples of ``target`` ``[N]``)."""
     from voxinv.invert.window import decode_latent_windowed
 
     dev = next(codec.parameters()).device
     spf = codec.samples_per_frame
     lat = codec.quantizer.decode(codes.T[None].to(dev), torch.float32)  # [1, 292, T]
     wav = decode_latent_windowed(codec, lat)[0, 0].float()  # [T · spf]
-    x = target.to(dev).float()
+    x, loss = target.to(dev).float(), loss.to(dev)
     n = min(wav.numel(), x.numel()) // spf  # whole frames present in both
-    return torch.stack(
-        [segment_loss(wav[None, t * spf : (t + 1) * spf], x[t * spf : (t + 1) * spf])[0] for t in range(n)]
-    )
+    return torch.stack([loss(wav[None, t * spf : (t + 1) * spf], x[t * spf : (t + 1) * spf])[0] for t in range(n)])
 
 
 def worst_frames(losses: torch.Tensor, k: int) -> list[int]:
@@ -62,6 +61,7 @@ class RefineWorst(pl.Callback):
         gn_steps: int,
         acoustic_passes: int,
         batch_size: int,
+        loss: nn.Module,
     ) -> None:
         if int(frames) < 1 or int(rounds) < 1:
             raise ValueError(f"callbacks.refine: frames={frames} and rounds={rounds} must be ≥ 1")
@@ -74,6 +74,7 @@ class RefineWorst(pl.Callback):
             "acoustic_passes": int(acoustic_passes),
             "batch_size": int(batch_size),
         }
+        self.loss = loss  # scores a frame (ranking) and the search's candidate segments, as init.loss does
         self.stats: list[dict] = []  # one record per round (what it visited, changed, cost)
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:
@@ -84,8 +85,10 @@ class RefineWorst(pl.Callback):
         for r in range(self.rounds):
             t0 = time.time()
             codes = module.best["codes"]  # [T, 37], the best by the discrete objective so far
-            visit = worst_frames(frame_losses(codec, target, codes), self.frames)
-            new, st = coord_descent(codec, target, codes, sweeps=1, progress=False, frames=visit, **self.search)
+            visit = worst_frames(frame_losses(codec, self.loss, target, codes), self.frames)
+            new, st = coord_descent(
+                codec, target, codes, loss=self.loss, sweeps=1, progress=False, frames=visit, **self.search
+            )
             before = module.best["objective"]
             m = module.evaluate(step, codes=new[None])  # kept as best only if the objective improves
             module.history[-1]["refine_round"] = r + 1
