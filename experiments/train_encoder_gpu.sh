@@ -4,6 +4,9 @@
 # UNRUN: no GPU was available when this was written; the step count is sized from the proxy codec's
 # own training (5 384 steps × 64 crops of 1.28 s, encoder + decoder, 7.2 min on one H200), so
 # 4 000 steps × 64 crops with the decoder frozen should take ≈ 5–7 min. Check the first log lines.
+# Same objective and init as the CPU run of experiments/results/encoder/README.md (softmax STE, usage
+# 1.0, the default data_init: 64 crops, semantic latent coloured to the table's second moment: the fix
+# for the index collapse); watch code/distinct in metrics.csv (the CPU run kept ≈ 100 of 128 frames).
 #   experiments/train_encoder_gpu.sh [extra train_encoder overrides…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
