@@ -6,7 +6,7 @@
 # 4 000 steps × 64 crops with the decoder frozen should take ≈ 5–7 min. Check the first log lines.
 # Same objective and init as the CPU run of experiments/results/encoder/README.md (softmax STE, usage
 # 1.0, the default data_init: 64 crops, semantic latent coloured to the table's second moment: the fix
-# for the index collapse); watch code/distinct in metrics.csv (the CPU run kept ≈ 100 of 128 frames).
+# for the index collapse); watch code/distinct in metrics.csv (the CPU run: 108–119 of 128 frames).
 #   experiments/train_encoder_gpu.sh [extra train_encoder overrides…]
 set -euo pipefail
 cd "$(dirname "$0")/.."
