@@ -220,7 +220,7 @@ def bench_report(
         "equal to the encoder's (diagnostic only: the decoder is many-to-one). SI-SDR is meaningless on the "
         "proxy (untrained phase): reported, never decided on."
     )
-    md += [*notes, "", "## Means per variant", ""]
+    md += ["", *notes, "", "## Means per variant", ""] if notes else ["", "## Means per variant", ""]
     md.append("| variant | n | clips | " + " | ".join(SCORES[k][0] for k in keys) + " |")
     md.append("|---|--:|--:|" + "--:|" * len(keys))
     summary: dict = {"title": title, "variants": {}, "references": {}}
