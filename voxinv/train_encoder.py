@@ -409,17 +409,12 @@ class EncoderModule(pl.LightningModule):
             self.val_media = (batch[0].cpu(), y[0].cpu())
 
     def configure_optimizers(self):
+        from hydra.utils import instantiate
+
         from voxinv.invert.schedule import warmup_cosine
 
-        o = self.cfg.optim
-        if o.name == "adamw":
-            opt = torch.optim.AdamW(
-                self.encoder.parameters(), lr=float(o.lr), betas=tuple(o.betas), weight_decay=float(o.weight_decay)
-            )
-        elif o.name == "sgd":
-            opt = torch.optim.SGD(self.encoder.parameters(), lr=float(o.lr), momentum=float(o.momentum))
-        else:
-            raise ValueError(f"optim.name={o.name!r}: expected adamw or sgd")
+        o = self.cfg.optim  # optim.optimizer: a torch.optim class, _partial_ (conf/optim/*.yaml)
+        opt = instantiate(o.optimizer, _convert_="all")(self.encoder.parameters())
         total = int(self.cfg.steps)
         sched = torch.optim.lr_scheduler.LambdaLR(
             opt, lambda s: warmup_cosine(s, total, int(o.warmup), float(o.min_ratio))
