@@ -66,7 +66,7 @@ def _check(cfg: DictConfig) -> None:
     assert cfg.device in ("auto", "cpu", "cuda") or str(cfg.device).startswith("cuda:")
     assert cfg.model.dtype in DTYPES
     assert cfg.model.name in ("tiny", "proxy") or cfg.model.path  # generated models need no path
-    assert cfg.target.kind in ("file", "preset", "synthetic")
+    assert cfg.target.kind in ("file", "preset", "synthetic", "manifest")
     assert cfg.codes.semantic in SEMANTIC_KINDS
     assert cfg.init.kind in ("random", "warm_start", "coord_descent", "encoder")
     assert cfg.optim.optimizer._target_.startswith("torch.optim.") and cfg.optim.optimizer.lr == cfg.optim.lr

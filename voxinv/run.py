@@ -34,6 +34,10 @@ def run(cfg: DictConfig, out: Path) -> dict:
     best codes so far and says so in metrics.json ``stopped``; before that, :class:`guard.RunInterrupted`."""
     t_start = time.time()
     source = guard.check_inputs(cfg, out)  # bad input fails before any model is fetched
+    if source.kind == "manifest":  # many clips (voxinv/invert/manifest.py): one run directory per clip
+        from voxinv.invert.manifest import run_manifest
+
+        return run_manifest(cfg, out, source)
     cfg.paths.output_dir = str(out)  # the run directory (Hydra's, or the caller's) for paths.*
     rundir.atomic_write(out / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)

@@ -35,6 +35,8 @@ def trainer_settings(trainer_cfg: Mapping, device: torch.device) -> dict:
     deterministic kernels wherever torch has one, a warning (not a crash) where it has none.
     """
     kw = dict(trainer_cfg)
+    if int(kw.pop("devices", 1)) != 1:  # processes over a manifest's clips (voxinv/invert/manifest.py)
+        raise ValueError(f"trainer.devices={trainer_cfg['devices']}: one clip runs on one device; use target=manifest")
     if kw.get("deterministic") is True and device.type == "cuda":
         kw["deterministic"] = "warn"
     return kw
