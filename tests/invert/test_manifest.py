@@ -214,3 +214,18 @@ def test_devices_need_a_manifest():
     with pytest.raises(ValueError, match="target=manifest"):
         trainer_settings({"devices": 2, "deterministic": True}, torch.device("cpu"))
     assert "devices" not in trainer_settings({"devices": 1}, torch.device("cpu"))
+
+
+def test_refuses_what_a_group_would_skip(tmp_path, clips):
+    """Settings a group cannot honour are one line each, before any model is loaded."""
+    from voxinv.invert.manifest import check_settings
+
+    base = ("target=manifest", f"target.path={clips / 'clips.csv'}")
+    for extra, says in (
+        (["callbacks/refine=worst_frames"], "callbacks refine"),
+        (["resume=true"], "resume"),
+        (["export.register={name: v, overlay: /tmp/o}"], "export.register"),
+    ):
+        with pytest.raises(ManifestError, match=says):
+            check_settings(compose_fast(FAST, *base, *extra))
+    check_settings(compose_fast(FAST, *base))  # the defaults pass

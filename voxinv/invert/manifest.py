@@ -173,6 +173,17 @@ def check_settings(cfg: DictConfig) -> None:
         raise ManifestError(
             "resume is not supported with target=manifest (rerun the failed rows as a smaller manifest)"
         )
+    # a group applies these itself (progress bar; early stop per clip; evaluations into each clip's
+    # metrics.csv); checkpoints need resume. Any other callback would be silently skipped: refused.
+    handled = ("checkpoint", "eval_logger", "progress_bar", "early_stop")
+    extra = sorted(k for k, v in cfg.callbacks.items() if v is not None and k not in handled)
+    if extra:
+        raise ManifestError(
+            f"callbacks {', '.join(extra)} are not applied in target=manifest groups: drop them "
+            f"({' '.join(f'callbacks.{k}=null' for k in extra)}) or invert those clips one by one"
+        )
+    if not str(cfg.logger.get("_target_", "")).endswith("CSVLogger"):
+        log.warning("target=manifest logs each clip to its metrics.csv; logger=%s is not used", cfg.logger._target_)
     if cfg.export.register:
         raise ManifestError(
             "export.register names one voice: register a manifest's voices one by one (voxinv register-voice)"
