@@ -11,9 +11,11 @@
 #      python -m voxinv.run (tiny model: coordinate-descent init + optimisation, fp32 and bf16,
 #      device=auto; model=proxy when voxinv/conf/model/proxy.yaml exists), python -m voxinv.eval on
 #      the run, voxinv tts, voxinv decode
-#   2. python -m pytest -m cuda (tests/invert/test_cuda.py: deterministic run, bf16 vs fp32, compiled == eager)
+#   2. python -m pytest -m cuda tests (tests/invert/test_cuda.py: deterministic run, bf16 vs fp32, compiled ==
+#      eager; test_run.py: Gumbel noise on the device, resume equals uninterrupted)
 #   3. experiments/bench_invert.py (ms/step at 2/10/30 s, 1 and 16 restarts, fp32/bf16, eager and
-#      compiled, coordinate descent s/frame), bench_codec.py, bench_tts.py --device cuda
+#      compiled, coordinate descent s/frame), bench_codec.py, bench_tts.py --device cuda,
+#      bench_manifest.py (target=manifest: 8 clips one per decoder call vs 8 in one call)
 #   4. one summary: <out>/summary.json and <out>/summary.md (every table + each step's status/time)
 #
 # Environment: GPU_CHECK_DEVICE (cuda | cpu, default cuda), OUT (output root; default
@@ -85,6 +87,7 @@ if [ "$DEVICE" = cpu ]; then # dry run: the same commands, small enough for a lo
   BC_ARGS=(--sizes tiny --seconds 1 --backward-seconds 0.5 --repeats 1)
   BT_ARGS=(--tiny-frames 4 --real-layers 2 --real-frames 2 --prior-frames 4 --dtype fp32)
   TTS_FRAMES=4
+  BM_ARGS=(--model tiny --clips 2 --seconds 0.5 --steps 2 --per-call 1 2)
 else
   RUN_STEPS=100 FRAMES=125 CD=()
   BI_ARGS=(--sizes real --dtype fp32 bf16 --seconds 2 10 30 --restarts 1 16 --compile false
@@ -94,6 +97,7 @@ else
   BC_ARGS=(--sizes tiny real --seconds 2 10 30 --backward-seconds 10 --repeats 5)
   BT_ARGS=(--dtype bf16 --real-layers 8 --real-frames 50 --prior-frames 100)
   TTS_FRAMES=50
+  BM_ARGS=(--model proxy --clips 8 --seconds 10 --steps 30 --per-call 1 8)
 fi
 COMMON=(model=tiny target=synthetic "target.n_frames=$FRAMES" "steps=$RUN_STEPS" eval.which=[signal])
 
@@ -120,7 +124,7 @@ step decode 120 "$PY" -m voxinv decode --model "$TINY" --codes "$O/runs/default/
   --out "$O/decode.wav" --device "$DEVICE"
 
 # ------------------------------------------------------------------------------ 2. tests
-step pytest_cuda 400 "$PY" -m pytest -q -m cuda tests/invert/test_cuda.py
+step pytest_cuda 400 "$PY" -m pytest -q -m cuda tests  # every cuda-marked test (test_cuda.py, resume on cuda, …)
 
 # ------------------------------------------------------------------------------ 3. benchmarks
 step bench_invert 400 "$PY" experiments/bench_invert.py --device "$DEVICE" "${BI_ARGS[@]}" --json "$O/bench_invert.json"
@@ -131,6 +135,7 @@ step bench_codec_fp32 300 "$PY" experiments/bench_codec.py --device "$DEVICE" --
 step bench_codec_bf16 300 "$PY" experiments/bench_codec.py --device "$DEVICE" --dtype bf16 "${BC_ARGS[@]}" \
   --json "$O/bench_codec_bf16.json"
 step bench_tts 300 "$PY" experiments/bench_tts.py --device "$DEVICE" "${BT_ARGS[@]}" --json "$O/bench_tts.json"
+step bench_manifest 300 "$PY" experiments/bench_manifest.py --device "$DEVICE" "${BM_ARGS[@]}" --json "$O/bench_manifest.json"
 
 # ------------------------------------------------------------------------------ 4. summary
 "$PY" - "$O" "$DEVICE" <<'EOF'
@@ -143,7 +148,7 @@ steps = [json.loads(line) for line in (o / "steps.jsonl").read_text().splitlines
 out = {"device": device, "steps": steps}
 md = [f"# voxinv GPU check ({device})", "", "| step | status | seconds |", "|---|---|---:|"]
 md += [f"| {s['step']} | {'ok' if s['rc'] == 0 else 'FAILED rc ' + str(s['rc'])} | {s['seconds']:.1f} |" for s in steps]
-for name in ("bench_invert", "bench_invert_compiled", "bench_codec_fp32", "bench_codec_bf16", "bench_tts", "eval"):
+for name in ("bench_invert", "bench_invert_compiled", "bench_codec_fp32", "bench_codec_bf16", "bench_tts", "bench_manifest", "eval"):
     p = o / f"{name}.json"
     if p.is_file():
         out[name] = json.loads(p.read_text())
@@ -163,6 +168,10 @@ for name in ("bench_codec_fp32", "bench_codec_bf16"):
                "|---|---|---:|---:|---:|---:|"]
         md += [f"| {r['size']} | {r['op']} | {r['audio_s']:.1f} | {r['seconds']:.4f} | {r['x_realtime']:.1f} | {r['peak_mb']:.0f} |"
                for r in out[name]["rows"]]
+if "bench_manifest" in out:  # target=manifest: N clips one per decoder call vs several per call
+    md += ["", "## bench_manifest", "", "| clips per call | groups | fit wall s | run wall s | final total (mean) |", "|---:|---:|---:|---:|---:|"]
+    md += [f"| {r['clips_per_call']} | {r['groups']} | {r['fit_s']} | {r['wall_s']} | {r['final_total_mean']:.4f} |"
+           for r in out["bench_manifest"]["rows"]]
 if "bench_tts" in out:
     md += ["", "## bench_tts", "", "```json", json.dumps(out["bench_tts"], indent=1), "```"]
 runs = {}
