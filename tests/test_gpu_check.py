@@ -22,7 +22,12 @@ def test_gpu_check_is_valid_bash():
 def test_gpu_check_benches_accept_its_arguments():
     """Every flag the script passes to a bench (its BI_/BC_/BT_/BM_ argument arrays) is one the bench takes."""
     text = SCRIPT.read_text()
-    for prefix, bench in (("BI_", "bench_invert"), ("BC_", "bench_codec"), ("BT_", "bench_tts"), ("BM_", "bench_manifest")):
+    for prefix, bench in (
+        ("BI_", "bench_invert"),
+        ("BC_", "bench_codec"),
+        ("BT_", "bench_tts"),
+        ("BM_", "bench_manifest"),
+    ):
         arrays = re.findall(rf"{prefix}\w*=\(([^)]*)\)", text)
         flags = set(re.findall(r"(--[a-z][a-z-]*)", " ".join(arrays)))
         assert arrays and flags, bench
