@@ -42,11 +42,4 @@ def window_of(
 def decode_latent_windowed(codec, latent: torch.Tensor, chunk: int = 250, context: int = 25) -> torch.Tensor:
     """No-grad decode of latent ``[B, 292, T]`` → ``[B, 1, N]`` in ``chunk``-frame windows with ``context``
     frames of left context (as ``decode_windowed`` does for codes): a plain decode when it fits one window."""
-    T, spf = latent.shape[-1], codec.samples_per_frame
-    if T <= chunk + context:
-        return codec.decode_latent(latent)
-    parts = []
-    for s in range(0, T, chunk):
-        a = max(0, s - context)
-        parts.append(codec.decode_latent(latent[..., a : s + chunk])[..., (s - a) * spf :])
-    return torch.cat(parts, dim=-1)
+    return codec.decode_latent_windowed(latent, chunk, context)

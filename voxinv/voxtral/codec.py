@@ -400,14 +400,18 @@ class VoxtralCodec(nn.Module):
         """
         if codes.dim() == 2:
             codes = codes[None]
-        T, spf = codes.shape[-1], self.samples_per_frame
+        return self.decode_latent_windowed(self.latent(codes), chunk, context)  # latents are per frame
+
+    def decode_latent_windowed(self, latent: torch.Tensor, chunk: int = 250, context: int = 25) -> torch.Tensor:
+        """:meth:`decode_latent` of ``[B, 292, T]`` in ``chunk``-frame windows with ``context`` frames of
+        left context (see :meth:`decode_windowed`): a plain decode when it fits one window."""
+        T, spf = latent.shape[-1], self.samples_per_frame
         if T <= chunk + context:
-            return self.decode(codes)
+            return self.decode_latent(latent)
         parts = []
         for s in range(0, T, chunk):
             a = max(0, s - context)
-            wav = self.decode(codes[..., a : s + chunk])
-            parts.append(wav[..., (s - a) * spf :])
+            parts.append(self.decode_latent(latent[..., a : s + chunk])[..., (s - a) * spf :])
         return torch.cat(parts, dim=-1)
 
     # ------------------------------------------------------------------------------------- encoding
