@@ -2,6 +2,7 @@
 
     python experiments/bench_speech.py run    [--tiers core,ablate,cd] [--out DIR]   # resumable, incremental
     python experiments/bench_speech.py report [--out DIR]   # + same-speaker ceilings, then python -m voxinv.report DIR
+    python experiments/bench_speech.py grader [--out DIR]   # the speaker grader's noise (inaudible changes)
 
 The plan (clips, crop, seeds, variants = Hydra overrides) is ``experiments/bench_speech.yaml``; clips
 come from ``make data`` (``data/benchmarks/real``, or ``--clips DIR``). Each inversion is a normal run
@@ -16,7 +17,9 @@ in log10 units (eval.json's metric, :func:`voxinv.voxtral.proxy.mr_log_mel`), ``
 defaults), ``spk`` resemblyzer GE2E cosine (flagged ``self_graded`` when the loss has ``spk``: the same
 weights), ``env`` log-energy envelope correlation, ``code_sem`` / ``code_ac`` agreement (%) with the
 encoder's codes (diagnostic: the decoder is many-to-one), ``si_sdr`` (meaningless on the proxy: its
-phase is untrained; reported, never decided on), wall time, and the curve of mrmel vs wall time.
+phase is untrained; reported, never decided on), wall time, and the curve of mrmel vs time (wall and
+process CPU seconds: with one torch thread the CPU seconds measure the arithmetic whatever else loads
+the machine, so the speed-ups are read in CPU seconds).
 """
 
 from __future__ import annotations
@@ -190,9 +193,18 @@ def cmd_run(args) -> int:
                     enc_codes, _ = proxy.encoder(clip_id, target)
                     s = score(target, rec, load_codes(rd / "codes.safetensors"), enc_codes)
                     init_s = float(m["init"].get("seconds", 0.0))
-                    # [wall s (init + steps + evaluations), mrmel, objective, evaluation s so far, step]
+                    # [wall s (init + steps + evaluations), mrmel, objective, evaluation s so far, step,
+                    #  process CPU s (init wall + steps + evaluations), evaluation CPU s so far]
                     curve = [
-                        (init_s + h["wall_s"], h["mel"] / LN10, h["objective"], h.get("eval_s", 0.0), h["step"])
+                        (
+                            init_s + h["wall_s"],
+                            h["mel"] / LN10,
+                            h["objective"],
+                            h.get("eval_s", 0.0),
+                            h["step"],
+                            init_s + h["cpu_s"],
+                            h["eval_cpu_s"],
+                        )
                         for h in m["history"]
                     ]
                     row = {
@@ -234,10 +246,12 @@ def cmd_report(args) -> int:
     clips = list(dict.fromkeys(json.loads(x)["clip"] for x in (out / RUNS).read_text().splitlines() if x.strip()))
     add_same_speaker(Path(args.clips), clips, float(plan["crop_s"]), out / "references.jsonl")
     settings = {  # the report's settings live with the log: python -m voxinv.report <out> renders the same
-        "baseline": args.baseline,
+        "baseline": {"*": args.baseline, **{t: s["baseline"] for t, s in plan["tiers"].items() if "baseline" in s}},
         "recipe": {"*": args.recipe, **{t: s["recipe"] for t, s in plan["tiers"].items() if "recipe" in s}},
         "plot": plan.get("plot"),
         "notes": plan.get("notes", []),
+        "encoder_seen": plan.get("encoder_seen"),
+        "early_stop_every": args.early_stop_every,
     }
     (out / SETTINGS).write_text(json.dumps(settings, indent=1) + "\n")
     s = bench_report(out, patience=args.patience, min_rel_delta=args.min_rel_delta)
@@ -272,6 +286,46 @@ def add_same_speaker(clips_dir: Path, clip_ids: list[str], seconds: float, refs:
                 f.write(json.dumps({"clip": c, "variant": "same_speaker", "other": other, "spk": v}) + "\n")
 
 
+def cmd_grader(args) -> int:
+    """How far the speaker grader moves when the audio does not audibly change: per clip, resemblyzer
+    cosine of the target vs the encoder's decode, and vs that decode delayed by one sample, scaled by
+    0.9, and with white noise 60 dB below its RMS; and, where ``--variant``'s seed-0 run exists, the
+    cosine between its reconstruction and the encoder's decode. Written to ``<out>/grader_noise.json``."""
+    import soundfile as sf
+
+    plan = load_plan(args.plan)
+    proxy = Proxy({})
+    rows = []
+    rng = np.random.default_rng(0)
+    for clip_id in dict.fromkeys(c for t in plan["tiers"].values() for c in t["clips"]):
+        path = crop(Path(args.clips), clip_id, float(plan["crop_s"]), Path(args.work))
+        x = proxy.target(path, list(plan["common"]))
+        e = proxy.encoder(clip_id, x)[1][: x.numel()].double().numpy()
+        x = x.double().numpy()
+        rms = float(np.sqrt(np.mean(e**2)))
+        moved = {
+            "delay_1_sample": np.concatenate([[0.0], e[:-1]]),
+            "gain_0.9": 0.9 * e,
+            "noise_-60dB": e + rng.normal(0.0, rms * 1e-3, e.shape),
+        }
+        base = _spk(x, e)
+        row = {"clip": clip_id, "spk": base, **{k: _spk(x, v) for k, v in moved.items()}}
+        rec = Path(args.work) / "runs" / args.variant / clip_id / "seed0" / "reconstruction.wav"
+        if rec.is_file():
+            row[f"{args.variant}_vs_encoder"] = _spk(sf.read(str(rec), dtype="float64")[0], e)
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    deltas = [abs(r[k] - r["spk"]) for r in rows for k in moved if r.get(k) is not None]
+    summary = {"rows": rows, "abs_delta_mean": float(np.mean(deltas)), "abs_delta_max": float(np.max(deltas))}
+    inv = [r[f"{args.variant}_vs_encoder"] for r in rows if r.get(f"{args.variant}_vs_encoder") is not None]
+    if inv:
+        summary[f"{args.variant}_vs_encoder"] = {"mean": float(np.mean(inv)), "min": float(np.min(inv))}
+        print(f"{args.variant} reconstruction vs the encoder's decode: mean {np.mean(inv):.3f}, min {np.min(inv):.3f}")
+    (Path(args.out) / "grader_noise.json").write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"|Δ spk| under inaudible changes: mean {summary['abs_delta_mean']:.4f}, max {summary['abs_delta_max']:.4f}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -286,12 +340,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--recipe", default="recipe", help="the recipe variant of tiers without a `recipe:` key")
     p.add_argument("--plan", type=Path, default=PLAN)
     p.add_argument("--patience", type=int, default=3, help="early stop replayed on the curves")
+    p.add_argument("--early-stop-every", type=int, default=50, help="the replay's evaluation grid (config eval_every)")
     p.add_argument("--min-rel-delta", type=float, default=0.002)
     p.add_argument("--clips", default=str(REPO / "data" / "benchmarks" / "real"))
-    for q in (r, p):
+    g = sub.add_parser("grader", help="the speaker grader's movement under inaudible changes")
+    g.add_argument("--plan", type=Path, default=PLAN)
+    g.add_argument("--clips", default=str(REPO / "data" / "benchmarks" / "real"))
+    g.add_argument("--work", default=str(REPO / "multirun" / "bench_speech"))
+    g.add_argument("--variant", default="default300", help="its seed-0 reconstructions vs the encoder's decodes")
+    for q in (r, p, g):
         q.add_argument("--out", default=str(REPO / "experiments" / "results" / "speech"))
     args = ap.parse_args(argv)
-    return cmd_run(args) if args.cmd == "run" else cmd_report(args)
+    return {"run": cmd_run, "report": cmd_report, "grader": cmd_grader}[args.cmd](args)
 
 
 if __name__ == "__main__":

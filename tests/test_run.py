@@ -16,6 +16,7 @@ from fast_config import compose_fast
 from omegaconf import DictConfig, OmegaConf
 
 import voxinv.run as R
+from voxinv import rundir
 from voxinv.invert.guard import resume_checkpoint
 from voxinv.voxtral.codes import load_codes, save_codes
 from voxinv.voxtral.device import pick_device
@@ -84,6 +85,10 @@ def check_run(
     assert set(mj["final"]) >= {k for k, w in cfg.loss.weights.items() if w > 0} | {"total"}
     assert mj["loss_models"] == sorted(k for k, w in cfg.loss.weights.items() if w > 0)
     assert mj["seed"] == cfg.seed and mj["history"] and mj["init"]["kind"] == cfg.init.kind
+    for h in mj["history"]:  # clocks: wall and process CPU seconds, each with the evaluations' share
+        assert set(h) >= set(rundir.CLOCK_KEYS)
+        assert 0 <= h["eval_s"] <= h["wall_s"] and 0 <= h["eval_cpu_s"] <= h["cpu_s"]
+    assert [h["cpu_s"] for h in mj["history"]] == sorted(h["cpu_s"] for h in mj["history"])
     assert mj["codes"]["frames"] == T and mj["voice"] == {"rows": T + 1, "dim": table.shape[1]}
     if known:
         assert set(mj["truth"]) >= TRUTH_KEYS and (out / "true_codes.safetensors").is_file()
@@ -185,10 +190,10 @@ def test_codes_options(tmp_path, codec, ckpt, table, codes, extra):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_optimisation_lowers_the_objective(tmp_path, seed):
-    """A short run from random codes with the default optimiser settings (softmax_ste, Adam at the
-    default LR with warmup + cosine) improves on its start, for every seed. A constant LR of 0.5 (this
-    test's old setting) does not: Adam moves all 8192 semantic logits by ≈ ±lr per step, far more than
-    the ≈ 0.3 gap between the top logits of a random start, so the argmax codes keep flipping."""
+    """A short run from random codes with the default optimiser settings (softmax_ste from near-uniform
+    logits, Adam at the default LR, cosine decay) improves on its start, for every seed. A constant LR of
+    0.5 (this test's old setting) does not: Adam moves all 8192 semantic logits by ≈ ±lr per step, so
+    without the decay the argmax codes keep flipping."""
     _, m, _ = _run(tmp_path, "opt", "steps=20", "eval_every=20", f"seed={seed}")
     assert m["history"][-1]["objective"] < m["history"][0]["objective"]
     assert m["final"]["total"] == pytest.approx(min(h["objective"] for h in m["history"]), rel=1e-5)
@@ -259,7 +264,7 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, device):
     assert mb["best_step"] == ma["best_step"]
 
     def strip(h):
-        return [{k: v for k, v in r.items() if k not in ("wall_s", "eval_s")} for r in h]  # timings differ
+        return [{k: v for k, v in r.items() if k not in rundir.CLOCK_KEYS} for r in h]  # timings differ
 
     assert strip(mb["history"]) == strip(ma["history"])  # the same evaluations, the same values
 

@@ -28,6 +28,10 @@ METRICS = "metrics.json"  # results; keys merged by their writers ("eval", "e2e"
 CONFIG = "config.yaml"  # the resolved config
 HYDRA_DIR = ".hydra"
 HYDRA_CONFIG = f"{HYDRA_DIR}/config.yaml"
+
+# clock readings of a metrics.json ``history`` record (not metrics): wall and process-CPU seconds since
+# the module started, and the evaluations' share of each (curves subtract it)
+CLOCK_KEYS = ("wall_s", "eval_s", "cpu_s", "eval_cpu_s")
 OVERRIDES = f"{HYDRA_DIR}/overrides.yaml"  # the command-line overrides (what names a sweep's configuration)
 CHECKPOINTS = "checkpoints"
 LAST_CKPT = f"{CHECKPOINTS}/last.ckpt"  # resume with resume=true hydra.run.dir=<same dir>

@@ -64,7 +64,7 @@ def test_bench_report_numbers(log):
     s = bench_report(log, baseline="r", recipe="r")
     a = s["variants"]["a"]
     assert a["n"] == 2 and a["mrmel"] == pytest.approx([0.45, 0.0707107], rel=1e-5)
-    assert a["beats_encoder"] == {"mrmel": [1, 2], "spk": [1, 2]}
+    assert a["beats_encoder"] == {"mrmel": [1, 2], "spk": [1, 2], "clips": {"mrmel": [1, 2], "spk": [1, 2]}}
     paired = s["paired"]["rows"][0]
     assert paired["label"] == "a" and paired["n"] == 2
     assert paired["mean"]["mrmel"] == pytest.approx(-0.015) and paired["better"]["mrmel"] == 1
@@ -81,6 +81,51 @@ def test_bench_report_numbers(log):
 def test_cli_renders_a_benchmark_log(log, tmp_path, capsys):
     out = tmp_path / "rep"
     assert main([str(log), "--out", str(out), "--baseline", "r", "--recipe", "r"]) == 0
-    assert "## Paired differences against `r`" in (out / "report.md").read_text()
+    assert "| `a` | `r` | 2 |" in (out / "report.md").read_text()  # paired against the baseline r
     assert main([str(log), "--out", str(out), "--baseline", "nope"]) == 2
     assert "voxinv.report: error: --baseline 'nope' is not a variant here" in capsys.readouterr().err
+
+
+def test_cpu_clock_and_held_out_clips(tmp_path):
+    """CPU-second speed-ups come from the points' CPU fields; the encoder comparison per clip averages the
+    seeds first, and clips the encoder was trained on are reported apart (report.json ``encoder_seen``)."""
+    # points: [wall s, mrmel, objective, evaluation s, step, CPU s, evaluation CPU s]
+    fast = [[1.0, 0.9, 3.0, 0.5, 0, 1.0, 0.5], [9.0, 0.45, 2.0, 1.0, 10, 3.0, 1.0]]  # reaches at 2 CPU s
+    rec = [[1.0, 0.9, 3.0, 0.5, 0, 1.0, 0.5], [11.0, 0.45, 2.0, 1.0, 10, 21.0, 1.0]]  # 20 CPU s in all
+    rows = [
+        {**_row("a", "c1", 0.40, 0.50, fast), "seed": 0},
+        {**_row("a", "c1", 0.40, 0.30, fast), "seed": 1},  # c1 mean spk 0.40 < encoder 0.45: loses per clip
+        {**_row("r", "c1", 0.45, 0.45, rec), "seed": 0},
+        {**_row("a", "c2", 0.40, 0.60, fast), "seed": 0},
+        {**_row("r", "c2", 0.45, 0.45, rec), "seed": 0},
+    ]
+    refs = [
+        {"clip": "c1", "variant": "encoder", "mrmel": 0.6, "spk": 0.45},
+        {"clip": "c2", "variant": "encoder", "mrmel": 0.6, "spk": 0.45},
+    ]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "references.jsonl").write_text("".join(json.dumps(r) + "\n" for r in refs))
+    seen = {"clips": ["c2"], "why": "test"}
+    (tmp_path / "report.json").write_text(json.dumps({"recipe": "r", "baseline": {"t": "a"}, "encoder_seen": seen}))
+    s = bench_report(tmp_path)
+    be = s["variants"]["a"]["beats_encoder"]
+    assert be["spk"] == [2, 3] and be["clips"]["spk"] == [1, 2]  # runs vs clips (seed means)
+    assert be["held_out"] == {"mrmel": [1, 1], "spk": [0, 1]} and be["seen"]["spk"] == [1, 1]
+    vs = s["variants"]["a"]["vs_recipe"]
+    assert vs["cpu"] == [pytest.approx(10.0)] * 2  # 20 CPU s / 2 CPU s (pair of seed 0 on c1 and c2)
+    assert vs["wall"] == [pytest.approx(10.0 / 8.0)] * 2  # wall clock: 10 s / 8 s
+    assert "10.0× [10.0–10.0] · 2/2" in (tmp_path / "report.md").read_text()
+    (paired,) = s["paired"]["rows"]  # the baseline of tier t: r paired with a on c1/seed0 and c2/seed0
+    assert (paired["label"], paired["vs"], paired["n"]) == ("r", "a", 2)
+
+
+def test_early_stop_replay_on_the_run_grid():
+    """Replayed with ``every``, only the evaluations a run with that eval_every would make count."""
+    import pandas as pd
+
+    from voxinv.eval.report.bench import early_stop_replay
+
+    curve = [[float(s), 0.5, 3.0 if s == 0 else 2.0, 0.0, s] for s in range(0, 14, 2)]  # flat after step 0
+    df = pd.DataFrame([_row("a", "c1", 0.5, 0.5, curve, steps=12)])
+    assert early_stop_replay(df, 3, 0.002)["a"]["stopped"] == 1  # every 2 steps: stops at step 8 of 12
+    assert early_stop_replay(df, 3, 0.002, every=4)["a"]["stopped"] == 0  # steps 0, 4, 8, 12: too few

@@ -8,6 +8,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
+from voxinv import rundir
 from voxinv.invert import loggers as L
 
 
@@ -57,7 +58,7 @@ class EvalLogger(pl.Callback):
 
     def on_evaluation(self, trainer: pl.Trainer, module: Any, record: dict, audio: torch.Tensor) -> None:
         step = int(record["step"])
-        metrics = {f"eval/{k}": float(v) for k, v in record.items() if k not in ("step", "wall_s", "eval_s", "restart")}
+        metrics = {f"eval/{k}": float(v) for k, v in record.items() if k not in ("step", "restart", *rundir.CLOCK_KEYS)}
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=step)
             lg.save()

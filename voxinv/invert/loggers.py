@@ -193,7 +193,7 @@ def final_record(metrics: dict) -> dict[str, float]:
                 rec[f"final/{k if group != 'final' else 'loss_' + k}"] = float(v)
     best = [h for h in metrics.get("history", []) if h["step"] == metrics.get("best_step")]
     if best:
-        rec.update({f"best/{k}": float(v) for k, v in best[-1].items() if k not in ("wall_s", "eval_s")})
+        rec.update({f"best/{k}": float(v) for k, v in best[-1].items() if k not in rundir.CLOCK_KEYS})
     return rec
 
 

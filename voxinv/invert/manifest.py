@@ -416,7 +416,7 @@ def export_clip(c, group: list[str]) -> dict:
     rundir.atomic_write(out / rundir.CONFIG, OmegaConf.to_yaml(job.cfg, resolve=True))
     lg = CSVLogger(save_dir=str(out))  # every evaluation at its step, then the final row (finish)
     for h in c.module.history:
-        skip = ("step", "wall_s", "restart")
+        skip = ("step", "restart", *rundir.CLOCK_KEYS)
         lg.log_metrics({f"eval/{k}": float(v) for k, v in h.items() if k not in skip}, step=int(h["step"]))
     job.trainer, job.stopped = _GroupTrainer(c.steps, [lg]), c.stopped
     m = export(job, c.info["t0"])

@@ -129,8 +129,9 @@ class InversionModule(pl.LightningModule):
         self.history: list[dict] = []  # eval records (step, metrics), kept in checkpoints
         self._finite: dict | None = None  # device-side NaN watch (see _watch)
         self.best: dict | None = None  # {"objective", "step", "codes" [T, 37]}: what gets exported
-        self._t0 = time.time()
+        self._t0, self._cpu0 = time.time(), time.process_time()
         self._eval_s = 0.0  # seconds spent in evaluate() so far: curves can exclude measurement overhead
+        self._eval_cpu_s = 0.0  # the same in process CPU time (load-independent with one torch thread)
 
     def _decode_and_wave_terms(
         self, latent: torch.Tensor, target: torch.Tensor, cut: int
@@ -221,7 +222,7 @@ class InversionModule(pl.LightningModule):
         from voxinv.eval.metrics import code_recovery, log_mel_distance, si_sdr
         from voxinv.invert.losses import discrete_losses
 
-        t_eval = time.time()
+        t_eval, cpu_eval = time.time(), time.process_time()
         codes = self.params.codes() if codes is None else codes  # [B, T, 37]
         terms, rec = discrete_losses(
             self.frozen.eval_codec, self.frozen.losses, self.target, codes, self.cfg.loss.weights
@@ -238,10 +239,19 @@ class InversionModule(pl.LightningModule):
         }
         if self.true_codes is not None:
             m.update(code_recovery(codes[b].cpu(), self.true_codes))
-        now = time.time()
+        now, cpu = time.time(), time.process_time()
         self._eval_s += now - t_eval  # wall_s - eval_s: optimisation time alone (evaluations excluded)
+        self._eval_cpu_s += cpu - cpu_eval
         self.history.append(
-            {"step": step, "wall_s": round(now - self._t0, 3), "eval_s": round(self._eval_s, 3), "restart": b, **m}
+            {
+                "step": step,
+                "wall_s": round(now - self._t0, 3),
+                "eval_s": round(self._eval_s, 3),
+                "cpu_s": round(cpu - self._cpu0, 3),  # this process's CPU time (all threads) since the start
+                "eval_cpu_s": round(self._eval_cpu_s, 3),
+                "restart": b,
+                **m,
+            }
         )
         if log and self._trainer is not None:  # each evaluation once, at its own step (not self.log's sampling)
             for cb in self._trainer.callbacks:
@@ -285,6 +295,7 @@ class InversionModule(pl.LightningModule):
             "best": self.best,
             "balancer": self.balancer.state_dict() if self.balancer else None,
             "wall_s": time.time() - self._t0,
+            "cpu_s": time.process_time() - self._cpu0,
         }
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
@@ -295,7 +306,9 @@ class InversionModule(pl.LightningModule):
         if self.balancer and s["balancer"]:
             self.balancer.load_state_dict(s["balancer"])
         self._t0 = time.time() - s["wall_s"]
-        self._eval_s = float(self.history[-1].get("eval_s", 0.0)) if self.history else 0.0
+        self._cpu0 = time.process_time() - s.get("cpu_s", 0.0)
+        last = self.history[-1] if self.history else {}
+        self._eval_s, self._eval_cpu_s = float(last.get("eval_s", 0.0)), float(last.get("eval_cpu_s", 0.0))
 
 
 class Steps(torch.utils.data.Dataset):

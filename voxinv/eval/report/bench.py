@@ -3,11 +3,12 @@ curves.png: ``python -m voxinv.report experiments/results/speech``.
 
 A benchmark log directory holds ``runs.jsonl`` (per run: ``variant``, ``tier``, ``clip``, ``seed``, the
 scores, ``wall_s`` and ``curve`` = the evaluations as ``[wall s, mrmel, objective, evaluation s so far,
-step]``; older rows lack the last two) and ``references.jsonl`` (per clip: the encoder's own codes
-decoded, ``variant: encoder``, and a second recording of the same speaker, ``variant: same_speaker``,
-where one exists: the speaker-similarity ceiling), and optionally ``report.json`` (the benchmark's report
-settings: ``baseline``, ``recipe`` as a variant or {tier: variant}, ``plot``, ``notes``; arguments given
-to :func:`bench_report` win). Statistics are the sweep report's
+step, process CPU s, evaluation CPU s so far]``; older rows lack the last two or four) and
+``references.jsonl`` (per clip: the encoder's own codes decoded, ``variant: encoder``, and a second
+recording of the same speaker, ``variant: same_speaker``, where one exists: the speaker-similarity
+ceiling), and optionally ``report.json`` (the benchmark's report settings: ``baseline`` and ``recipe``, each
+a variant or {tier: variant}, ``plot``, ``notes``, ``encoder_seen``; arguments given to :func:`bench_report`
+win). Statistics are the sweep report's
 (:func:`~voxinv.eval.report.stats.mean_std`, :func:`~voxinv.eval.report.stats.paired_frame`).
 """
 
@@ -26,7 +27,9 @@ from voxinv.eval.report.runs import ReportError
 from voxinv.eval.report.stats import mean_std, paired_frame
 
 RUNS, REFS = "runs.jsonl", "references.jsonl"
-SETTINGS = "report.json"  # optional, written by the benchmark: {"baseline", "recipe", "plot", "notes"}
+# optional, written by the benchmark: {"baseline", "recipe", "plot", "notes", "encoder_seen": {"clips", "why"},
+# "early_stop_every"}
+SETTINGS = "report.json"
 # score → (header, higher is better); mrmel = MR log-mel L1 in log10 units (eval.json's metric)
 SCORES = {
     "mrmel": ("MR log-mel", False),
@@ -71,26 +74,38 @@ def _ms(v: Sequence) -> str:
     return f"{m:.4f} ± {s:.4f}" if len(v) > 1 else f"{m:.4f}"
 
 
-def _opt_curve(curve: list, steps: int) -> list[tuple[float, float, float, int]]:
-    """``(seconds without evaluations, mrmel, objective, step)`` per evaluation. Old rows (wall s, no
-    step): evaluation time included, steps spread evenly over ``steps`` (they ran without early stop)."""
+def _opt_curve(curve: list, steps: int, clock: str = "wall") -> list[tuple[float, float, float, int]]:
+    """``(seconds without evaluations, mrmel, objective, step)`` per evaluation; ``clock`` ``wall`` or
+    ``cpu`` (process CPU seconds: points ``[.., cpu s, evaluation CPU s so far]``; ``[]`` for rows without
+    them). Old rows (wall s, no step): evaluation time included, steps spread evenly over ``steps``."""
     n = max(len(curve) - 1, 1)
+    if clock == "cpu":
+        if not curve or len(curve[0]) < 7:
+            return []
+        return [(p[5] - p[6], p[1], p[2], int(p[4])) for p in curve]
     return [
         (p[0] - (p[3] if len(p) > 3 else 0.0), p[1], p[2], int(p[4]) if len(p) > 4 else round(i * steps / n))
         for i, p in enumerate(curve)
     ]
 
 
-def time_to(curve: list, level: float, steps: int) -> tuple[float, int] | None:
+def time_to(curve: list, level: float, steps: int, clock: str = "wall") -> tuple[float, int] | None:
     """First (seconds without evaluations, step) at which the exported codes so far — the best by the
-    run's objective, as the export picks them — have mrmel ≤ ``level``; None if never."""
+    run's objective, as the export picks them — have mrmel ≤ ``level``; None if never (or no ``clock``)."""
     best_obj, best_mel = math.inf, math.inf
-    for t, mel, obj, step in _opt_curve(curve, steps):
+    for t, mel, obj, step in _opt_curve(curve, steps, clock):
         if obj < best_obj:
             best_obj, best_mel = obj, mel
         if best_mel <= level:
             return t, step
     return None
+
+
+def _wins(df: pd.DataFrame, enc: Mapping[str, dict], key: str) -> tuple[int, int]:
+    """(rows better than the encoder's codes on ``key``, rows scored): lower mrmel, higher spk wins."""
+    rows = [r for r in df.to_dict("records") if r["clip"] in enc and not math.isnan(float(r[key]))]
+    better = [(r[key] > enc[r["clip"]][key]) if SCORES[key][1] else (r[key] < enc[r["clip"]][key]) for r in rows]
+    return int(sum(better)), len(rows)
 
 
 def _recipe_of(row, recipe: str | Mapping[str, str]) -> str:
@@ -99,8 +114,9 @@ def _recipe_of(row, recipe: str | Mapping[str, str]) -> str:
 
 def speedups(df: pd.DataFrame, recipe: str | Mapping[str, str]) -> dict[str, dict]:
     """Per variant: time and steps to the recipe's final mrmel on the same (clip, seed), as speed-ups
-    (recipe's seconds / seconds to reach, both without evaluations; recipe's steps / steps to reach) and
-    whether the variant ends better. ``recipe``: a variant, or {tier: variant} (``*``: any other tier)."""
+    (recipe's seconds / seconds to reach, both without evaluations, in wall and — where both rows have
+    it — process CPU seconds; recipe's steps / steps to reach) and whether the variant ends better.
+    ``recipe``: a variant, or {tier: variant} (``*``: any other tier)."""
     out: dict[str, dict] = {}
     idx = df.set_index(["variant", "clip", "seed"])
     for r in df.to_dict("records"):
@@ -108,32 +124,47 @@ def speedups(df: pd.DataFrame, recipe: str | Mapping[str, str]) -> dict[str, dic
         if not rv or r["variant"] == rv or (rv, r["clip"], r["seed"]) not in idx.index:
             continue
         ref = idx.loc[(rv, r["clip"], r["seed"])]
-        o = out.setdefault(r["variant"], {"recipe": rv, "n": 0, "wall": [], "steps": [], "better": 0, "pairs": []})
+        o = out.setdefault(
+            r["variant"], {"recipe": rv, "n": 0, "wall": [], "cpu": [], "steps": [], "better": 0, "pairs": []}
+        )
         o["n"] += 1
         o["better"] += int(r["mrmel"] < ref["mrmel"])
-        hit = time_to(r["curve"], float(ref["mrmel"]), int(r["steps"]))
-        ref_t = _opt_curve(ref["curve"], int(ref["steps"]))[-1][0]
         pair = {"clip": r["clip"], "seed": int(r["seed"]), "recipe_mrmel": float(ref["mrmel"]), "mrmel": r["mrmel"]}
-        if hit is not None:
+        for clock in ("wall", "cpu"):
+            hit = time_to(r["curve"], float(ref["mrmel"]), int(r["steps"]), clock)
+            ref_curve = _opt_curve(ref["curve"], int(ref["steps"]), clock)
+            if hit is None or not ref_curve:
+                continue
             t, step = hit
-            o["wall"].append(ref_t / max(t, 1e-3))
-            pair.update(seconds=round(t, 2), recipe_seconds=round(ref_t, 2), speedup=round(o["wall"][-1], 2))
-            o["steps"].append(float(ref["steps"]) / max(step, 1))
-            pair["step"] = step
+            sfx = "" if clock == "wall" else "_cpu"
+            o[clock].append(ref_curve[-1][0] / max(t, 1e-3))
+            pair.update(
+                {f"seconds{sfx}": round(t, 2), f"recipe_seconds{sfx}": round(ref_curve[-1][0], 2)}
+                | {f"speedup{sfx}": round(o[clock][-1], 2), "step": step}
+            )
+        if "step" in pair:
+            o["steps"].append(float(ref["steps"]) / max(pair["step"], 1))
         o["pairs"].append(pair)
     return out
 
 
-def early_stop_replay(df: pd.DataFrame, patience: int, min_rel_delta: float) -> dict[str, dict]:
+def early_stop_replay(
+    df: pd.DataFrame, patience: int, min_rel_delta: float, every: int | None = None
+) -> dict[str, dict]:
     """``callbacks.early_stop`` replayed on the recorded curves (simulated, not run): per variant how many
-    runs would stop early, the exported mrmel at the stop minus the full run's, and the time saved."""
+    runs would stop early, the exported mrmel at the stop minus the full run's, and the time saved.
+    ``every``: evaluate only every that many steps (e.g. config.yaml's ``eval_every``), as the run would
+    have; rows without steps keep their recorded grid."""
     from voxinv.invert.callbacks import evals_since_improvement
 
     out = {}
     for v, g in df.groupby("variant", sort=False):
         stops, dm, saved = 0, [], []
         for r in g.itertuples():
-            objs = [p[2] for p in r.curve]
+            curve = r.curve
+            if every and len(curve[0]) > 4:  # the evaluations a run with eval_every=`every` makes
+                curve = [p for i, p in enumerate(curve) if int(p[4]) % every == 0 or i == len(curve) - 1]
+            objs = [p[2] for p in curve]
             k = next(
                 (i for i in range(len(objs)) if evals_since_improvement(objs[: i + 1], min_rel_delta) >= patience), None
             )
@@ -143,8 +174,8 @@ def early_stop_replay(df: pd.DataFrame, patience: int, min_rel_delta: float) -> 
                 continue
             stops += 1
             best = min(range(k + 1), key=lambda i: objs[i])
-            dm.append(r.curve[best][1] - r.mrmel)
-            saved.append(1 - r.curve[k][0] / r.curve[-1][0])
+            dm.append(curve[best][1] - r.mrmel)
+            saved.append(1 - curve[k][0] / curve[-1][0])
         out[v] = {"n": len(g), "stopped": stops, "dmrmel": dm, "saved": saved}
     return out
 
@@ -189,16 +220,21 @@ def bench_report(
     path: str | Path,
     out: str | Path | None = None,
     *,
-    baseline: str | None = None,
+    baseline: str | Mapping[str, str] | None = None,
     recipe: str | Mapping[str, str] | None = None,
     patience: int = 3,
     min_rel_delta: float = 0.002,
     title: str = "Speech benchmark on the proxy codec",
     plot_variants: Sequence[str] | None = None,
     notes: Sequence[str] | None = None,
+    seen_clips: Sequence[str] | None = None,
+    early_stop_every: int | None = None,
 ) -> dict:
     """Write report.md + summary.json (+ curves.png) of a benchmark log into ``out`` (default: ``path``).
-    Unset ``baseline`` / ``recipe`` / ``plot_variants`` / ``notes`` come from the log's ``report.json``."""
+    Unset ``baseline`` / ``recipe`` / ``plot_variants`` / ``notes`` / ``seen_clips`` (clips whose speaker the
+    proxy's encoder was trained on: the encoder comparison is also given without them) /
+    ``early_stop_every`` (the replay's evaluation grid in steps) come from the log's ``report.json``
+    (``encoder_seen: {clips, why}``, ``early_stop_every``)."""
     df, enc, same = load(path)
     settings = json.loads((Path(path) / SETTINGS).read_text()) if (Path(path) / SETTINGS).is_file() else {}
     baseline = baseline or settings.get("baseline")
@@ -267,23 +303,54 @@ def bench_report(
         cells.append(f"{same[c]['spk']:.3f}" if c in same else "–")
         md.append(f"| {c} | " + " | ".join(cells) + " |")
 
-    md += ["", "## Against the encoder's own codes (per run: is the inversion better?)", ""]
-    md += ["| variant | MR log-mel better | spk better |", "|---|--:|--:|"]
-    for v, g in df.groupby("variant", sort=False):
-        mb = [r.mrmel < enc[r.clip]["mrmel"] for r in g.itertuples() if r.clip in enc]
-        sb = [r.spk > enc[r.clip]["spk"] for r in g.itertuples() if r.clip in enc and not math.isnan(r.spk)]
-        md.append(f"| `{v}` | {sum(mb)}/{len(mb)} | {sum(sb)}/{len(sb)} |")
-        summary["variants"][v]["beats_encoder"] = {"mrmel": [int(sum(mb)), len(mb)], "spk": [int(sum(sb)), len(sb)]}
-
-    if baseline:
-        if baseline not in variants:
-            raise ReportError(f"--baseline {baseline!r} is not a variant here: choose from {variants}")
-        pf = df.assign(label=df.variant, target=df["clip"] + "/seed" + df.seed.astype(str))
-        rows = paired_frame(pf, baseline, PAIRED, {k: SCORES[k][1] for k in PAIRED})
-        md += ["", f"## Paired differences against `{baseline}` (same clip and seed): mean ± std (better on k/n)", ""]
+    seen = set(seen_clips or settings.get("encoder_seen", {}).get("clips", []))
+    md += ["", "## Against the encoder's own codes (is the inversion better?)", ""]
+    if seen:
         md += [
-            "| variant | pairs | " + " | ".join(f"Δ {SCORES[k][0]}" for k in PAIRED) + " |",
-            "|---|--:|" + "--:|" * len(PAIRED),
+            "Per clip = the clip's mean over its seeds. *Held out*: clips whose speaker the proxy codec never "
+            "saw in training; *seen*: clips from its training sources ("
+            + settings.get("encoder_seen", {}).get("why", "report.json `encoder_seen`")
+            + "), where its encoder had the advantage of training on that very speaker.",
+            "",
+        ]
+    else:
+        md += ["Per clip = the clip's mean over its seeds.", ""]
+    head = "| variant | runs: MR log-mel | runs: spk | clips: MR log-mel | clips: spk |"
+    head += " held-out clips: MR log-mel | held-out clips: spk | seen clips: spk |" if seen else ""
+    md += [head, "|---|" + "--:|" * (7 if seen else 4)]
+    for v, g in df.groupby("variant", sort=False):
+        g = g[g["clip"].isin(list(enc))]
+        runs = {k: _wins(g, enc, k) for k in ("mrmel", "spk")}
+        per_clip = g.groupby("clip")[["mrmel", "spk"]].mean().reset_index()
+        clips_w = {k: _wins(per_clip, enc, k) for k in ("mrmel", "spk")}
+        cells = [f"{w}/{n}" for w, n in (*runs.values(), *clips_w.values())]
+        res = {
+            "mrmel": list(runs["mrmel"]),
+            "spk": list(runs["spk"]),
+            "clips": {k: list(w) for k, w in clips_w.items()},
+        }
+        if seen:
+            held = per_clip[~per_clip["clip"].isin(seen)]
+            seen_pc = per_clip[per_clip["clip"].isin(seen)]
+            res["held_out"] = {k: list(_wins(held, enc, k)) for k in ("mrmel", "spk")}
+            res["seen"] = {k: list(_wins(seen_pc, enc, k)) for k in ("mrmel", "spk")}
+            cells += [f"{w}/{n}" for w, n in (res["held_out"]["mrmel"], res["held_out"]["spk"], res["seen"]["spk"])]
+        md.append(f"| `{v}` | " + " | ".join(cells) + " |")
+        summary["variants"][v]["beats_encoder"] = res
+
+    if baseline:  # a variant, or {tier: variant} (``*``: any other tier): pairs only like with like
+        of = df.apply(lambda r: _recipe_of(r, baseline), axis=1)
+        pf = df.assign(label=df.variant, target=df["clip"] + "/seed" + df.seed.astype(str))
+        rows = []
+        for b in dict.fromkeys(of):
+            if b not in variants:
+                raise ReportError(f"--baseline {b!r} is not a variant here: choose from {variants}")
+            sub = pf[(pf.variant == b) | (of == b)]
+            rows += [r | {"vs": b} for r in paired_frame(sub, b, PAIRED, {k: SCORES[k][1] for k in PAIRED})]
+        md += ["", "## Paired differences against the baseline (same clip and seed): mean ± std (better on k/n)", ""]
+        md += [
+            "| variant | vs | pairs | " + " | ".join(f"Δ {SCORES[k][0]}" for k in PAIRED) + " |",
+            "|---|---|--:|" + "--:|" * len(PAIRED),
         ]
         for r in rows:
             if r["n"]:
@@ -291,35 +358,48 @@ def bench_report(
                     f"{r['mean'][k]:+.4f} ± {r['std'][k]:.4f} ({r['better'][k]}/{r['n']})" if k in r["mean"] else "–"
                     for k in PAIRED
                 ]
-                md.append(f"| `{r['label']}` | {r['n']} | " + " | ".join(cells) + " |")
+                md.append(f"| `{r['label']}` | `{r['vs']}` | {r['n']} | " + " | ".join(cells) + " |")
         summary["paired"] = {"baseline": baseline, "rows": rows}
 
     sp = speedups(df, recipe)
     if sp:
         md += ["", "## Time to the recipe's final quality (same clip and seed)", ""]
         md.append(
-            "Seconds exclude the evaluations (the fp32 decodes that draw the curve); the speed-up is the recipe's "
+            "Seconds exclude the evaluations (the fp32 decodes that draw the curve); CPU s = the run process's CPU "
+            "time (one torch thread: what the arithmetic costs, whatever else loads the machine); the speed-up is "
+            "the recipe's "
             "seconds for all its steps / the variant's seconds until its exported codes reach the recipe's final "
             "MR log-mel (resolution: the evaluation grid). Both runs of a pair ran back to back only where they "
             "share a tier."
         )
         md += [
             "",
-            "| variant | vs | pairs | reached | speed-up (s), median [min–max] | speed-up (steps), median | ends better |",
+            "| variant | vs | pairs | reached | speed-up (wall s), median [min–max] | speed-up (CPU s), median "
+            "[min–max] · ≥ 10× | speed-up (steps), median | ends better |",
         ]
-        md.append("|---|---|--:|--:|--:|--:|--:|")
+        md.append("|---|---|--:|--:|--:|--:|--:|--:|")
         for v, o in sp.items():
             w = f"{np.median(o['wall']):.1f}× [{min(o['wall']):.1f}–{max(o['wall']):.1f}]" if o["wall"] else "–"
+            c = (
+                f"{np.median(o['cpu']):.1f}× [{min(o['cpu']):.1f}–{max(o['cpu']):.1f}] · "
+                f"{sum(x >= 10 for x in o['cpu'])}/{o['n']}"
+                if o["cpu"]
+                else "–"
+            )
             st = f"{np.median(o['steps']):.1f}×" if o["steps"] else "–"
             md.append(
-                f"| `{v}` | `{o['recipe']}` | {o['n']} | {len(o['wall'])}/{o['n']} | {w} | {st} | {o['better']}/{o['n']} |"
+                f"| `{v}` | `{o['recipe']}` | {o['n']} | {len(o['steps'])}/{o['n']} | {w} | {c} | {st} | "
+                f"{o['better']}/{o['n']} |"
             )
             summary["variants"][v]["vs_recipe"] = o
 
-    es = early_stop_replay(df, patience, min_rel_delta)
+    every = early_stop_every or settings.get("early_stop_every")
+    es = early_stop_replay(df, patience, min_rel_delta, every)
+    grid = f"evaluations every {every} steps" if every else "evaluations as recorded"
     md += [
         "",
-        f"## Early stop replayed on the curves (patience {patience} evaluations, min_rel_delta {min_rel_delta})",
+        f"## Early stop replayed on the curves (patience {patience} evaluations, {grid}, min_rel_delta "
+        f"{min_rel_delta})",
         "",
     ]
     md += [
