@@ -46,6 +46,13 @@ def voxinv_cache(tmp_path_factory, tiny_dir) -> Path:
     return cache
 
 
+@pytest.fixture
+def tiny_cache_env(voxinv_cache, monkeypatch) -> Path:
+    """VOXINV_CACHE set to :func:`voxinv_cache` for one test (``pytest.mark.usefixtures("tiny_cache_env")``)."""
+    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
+    return voxinv_cache
+
+
 @pytest.fixture(scope="session")
 def ckpt(tiny_dir):
     """The tiny checkpoint of ``tiny_dir``."""

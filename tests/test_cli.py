@@ -291,10 +291,9 @@ def test_train_encoder_is_its_hydra_app(capsys):
     assert "seed: 7" in out and "model:" in out and sys.argv == argv
 
 
-@pytest.mark.usefixtures("restore_logging")
-def test_invert_is_the_hydra_app(tmp_path, voxinv_cache, monkeypatch, capsys):
+@pytest.mark.usefixtures("restore_logging", "tiny_cache_env")
+def test_invert_is_the_hydra_app(tmp_path, capsys):
     """``voxinv invert <overrides>`` = ``python -m voxinv.run <overrides>`` (same config, same outputs)."""
-    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
     out = tmp_path / "run"
     rc = cli.main(["invert", "model=tiny", "debug=fast", "device=cpu", "trainer.enable_progress_bar=false",
                    f"hydra.run.dir={out}"])  # fmt: skip

@@ -35,9 +35,7 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _env(voxinv_cache, monkeypatch):
-    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
+pytestmark = pytest.mark.usefixtures("tiny_cache_env")  # VOXINV_CACHE: the session's tiny model
 
 
 def _voice(path: Path, f0: float, seconds: float, seed: int) -> None:
@@ -91,14 +89,13 @@ def trained(audio, tmp_path_factory, voxinv_cache):
     return cfg, out, m
 
 
-def test_training_lowers_the_objective(audio, tmp_path, voxinv_cache, monkeypatch):
+def test_training_lowers_the_objective(audio, tmp_path):
     """Fit one fixed 4-frame crop (no gain jitter) with plain SGD: the training objective drops.
     (The tiny decoder is random: its table entries are near-equidistant, and the coloured init puts
     the latent among them, so semantic codes flip at the slightest change and Adam's sign-like first
     steps make the loss jump; SGD's steps scale with the gradient, and at this lr the softmax STE
     keeps the codes for the first steps (measured: 5.933 → 5.824 in 8 steps; the nearest STE flips
     3 of 4 frames per step at lr 1e-3).)"""
-    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
     one = tmp_path / "one"
     one.mkdir()
     _voice(one / "0.wav", 150.0, 4 * 1920 / 24000, seed=0)
@@ -141,9 +138,8 @@ def test_run_outputs(trained):
     assert (out / "checkpoints" / "last.ckpt").is_file()
 
 
-def test_export_reloads_bit_exact(trained, voxinv_cache, monkeypatch):
+def test_export_reloads_bit_exact(trained):
     cfg, out, m = trained
-    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
     path = out / "encoder.safetensors"
     with safe_open(str(path), "pt") as f:
         names = list(f.keys())
@@ -203,8 +199,7 @@ def test_data_init_does_not_collapse_the_semantic_codes(codec):
     assert (centred @ span.T).pow(2).sum() > 0.25 * centred.pow(2).sum()
 
 
-def test_resume_continues(audio, tmp_path, voxinv_cache, monkeypatch):
-    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
+def test_resume_continues(audio, tmp_path):
     out = tmp_path / "run"
     TE.train(cfg_of(audio, "steps=4", "val.sources=[]"), out)
     m = TE.train(cfg_of(audio, "steps=6", "resume=true", "val.sources=[]"), out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hydra import compose, initialize_config_dir
 
 import voxinv.run as R
@@ -35,8 +36,8 @@ def _cfg(*extra: str):
         return compose("config", overrides=overrides)
 
 
-def test_run_stops_when_the_objective_stalls(tmp_path, voxinv_cache, monkeypatch):
-    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
+@pytest.mark.usefixtures("tiny_cache_env")
+def test_run_stops_when_the_objective_stalls(tmp_path):
     m = R.run(_cfg("callbacks.early_stop.patience=3"), tmp_path / "a")
     # evaluations at steps 0 (start), 1, 2, 3: three without improvement → stop after step 3
     assert m["steps"] == 3 and [h["step"] for h in m["history"]] == [0, 1, 2, 3]

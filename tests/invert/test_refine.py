@@ -26,9 +26,7 @@ FAST = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _env(voxinv_cache, monkeypatch):
-    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
+pytestmark = pytest.mark.usefixtures("tiny_cache_env")  # VOXINV_CACHE: the session's tiny model
 
 
 def _refine_cfg():
