@@ -130,14 +130,34 @@ class Proxy:
         return self.cache[clip_id]
 
 
-def run_one(variant: str, overrides: list[str], clip: Path, seed: int, out: Path) -> dict:
+def run_overrides(overrides: list[str], out: Path) -> dict:
+    """One inversion of ``config.yaml`` + ``overrides`` into ``out`` (its metrics.json as a dict)."""
     from hydra import compose, initialize_config_dir
 
     from voxinv.run import CONF_DIR, run
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=[*overrides, f"target.path={clip}", f"seed={seed}"])
+        cfg = compose("config", overrides=overrides)
     return run(cfg, out)
+
+
+def history_curve(m: dict, mel_unit: float = 1.0) -> list[tuple]:
+    """A run's evaluations (metrics.json ``history``) as benchmark curve points: [wall s (init + steps +
+    evaluations), mel / ``mel_unit``, objective, evaluation s so far, step, process CPU s (init wall +
+    steps + evaluations), evaluation CPU s so far] (see voxinv.eval.report.bench)."""
+    init_s = float(m["init"].get("seconds", 0.0))
+    return [
+        (
+            init_s + h["wall_s"],
+            h["mel"] / mel_unit,
+            h["objective"],
+            h.get("eval_s", 0.0),
+            h["step"],
+            init_s + h["cpu_s"],
+            h["eval_cpu_s"],
+        )
+        for h in m["history"]
+    ]
 
 
 def cmd_run(args) -> int:
@@ -182,7 +202,8 @@ def cmd_run(args) -> int:
                     path = work / "clips" / f"{clip_id}.wav"
                     rd = work / "runs" / variant / clip_id / f"seed{seed}"
                     t0 = time.time()
-                    m = run_one(variant, common + list(plan["variants"][variant]), path, seed, rd)
+                    ov = [*common, *plan["variants"][variant], f"target.path={path}", f"seed={seed}"]
+                    m = run_overrides(ov, rd)
                     wall = time.time() - t0
                     if m.get("stopped"):  # interrupted / non-finite: not a measurement of the plan's settings
                         raise SystemExit(
@@ -193,20 +214,7 @@ def cmd_run(args) -> int:
                     enc_codes, _ = proxy.encoder(clip_id, target)
                     s = score(target, rec, load_codes(rd / "codes.safetensors"), enc_codes)
                     init_s = float(m["init"].get("seconds", 0.0))
-                    # [wall s (init + steps + evaluations), mrmel, objective, evaluation s so far, step,
-                    #  process CPU s (init wall + steps + evaluations), evaluation CPU s so far]
-                    curve = [
-                        (
-                            init_s + h["wall_s"],
-                            h["mel"] / LN10,
-                            h["objective"],
-                            h.get("eval_s", 0.0),
-                            h["step"],
-                            init_s + h["cpu_s"],
-                            h["eval_cpu_s"],
-                        )
-                        for h in m["history"]
-                    ]
+                    curve = history_curve(m, LN10)  # mrmel in log10 units
                     row = {
                         "variant": variant,
                         "tier": tier,

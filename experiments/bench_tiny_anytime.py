@@ -23,38 +23,17 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_speech import history_curve, run_overrides  # noqa: E402  (sibling script)
 
 CONFIGS = {"default": [], "recipe": ["experiment=seed_recipe"]}
 
 
 def run_one(overrides: list[str], out: Path) -> dict:
-    from hydra import compose, initialize_config_dir
-
-    from voxinv.run import CONF_DIR, run
-
-    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
-        cfg = compose("config", overrides=overrides)
-    m = run(cfg, out)
+    m = run_overrides(overrides, out)
     if m.get("stopped"):
         raise SystemExit(f"bench_tiny_anytime: error: {out}: {m['stopped']}")
     return m
-
-
-def curve(m: dict) -> list:
-    """metrics.json history → the benchmark curve points (see voxinv.eval.report.bench)."""
-    init_s = float(m["init"].get("seconds", 0.0))
-    return [
-        (
-            init_s + h["wall_s"],
-            h["mel"],
-            h["objective"],
-            h["eval_s"],
-            h["step"],
-            init_s + h["cpu_s"],
-            h["eval_cpu_s"],
-        )
-        for h in m["history"]
-    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -79,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name, extra in CONFIGS.items():  # back to back on the same target
                     ov = [*common, f"model.tiny_seed={ts}", f"seed={seed}", *extra]
                     m = run_one(ov, Path(tmp) / f"{name}_t{ts}_s{seed}")
-                    res[name] = {"curve": curve(m), "mel": m["signal"]["mel"], "si_sdr": m["signal"]["si_sdr"]}
+                    res[name] = {"curve": history_curve(m), "mel": m["signal"]["mel"], "si_sdr": m["signal"]["si_sdr"]}
                 d, r = res["default"], res["recipe"]
                 level = r["mel"]  # the recipe's exported codes (the best by its objective)
                 hit = time_to(d["curve"], level, args.steps, "cpu")
