@@ -1,41 +1,69 @@
-# voxinv — common tasks. `make install` then `make test`; `make demo` runs the offline demo (~1 min).
-PY ?= python
+# voxinv — common tasks. From a fresh clone `make test` and `make demo` are all it takes: each builds the
+# project's own environment (.venv, via `make install`) when it is missing or older than pyproject.toml /
+# this Makefile. With an environment of your own: `make install PY=python`, then `make test PY=python`.
+PYTHON ?= python3
+VENV := .venv
+PY ?= $(VENV)/bin/python
 export PYTHONUNBUFFERED = 1
 
-.PHONY: install install-dev test test-all lint format demo bench data clean
+# the stamp of a finished install into .venv (empty when PY is someone else's interpreter: never rebuilt)
+ENV := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed)
 
-# torch: an installed one is kept (CI and machines with a pinned torch); otherwise machines without
-# nvidia-smi get the CPU wheels (≈ 0.2 GB, not ≈ 6 GB of CUDA libraries). `make install TORCH_INDEX=URL`
-# chooses another index (e.g. https://download.pytorch.org/whl/cu124); TORCH_INDEX= uses pip's default.
+.PHONY: install test test-all lint format demo bench data check-fresh clean
+
+# torch: an installed one is kept (machines with a pinned or CUDA-specific torch); otherwise pip's
+# default index decides (PyPI: the CUDA build on Linux, ≈ 6.7 GB of venv), except that machines
+# without nvidia-smi take the CPU wheels (≈ 1 GB of venv) from TORCH_INDEX when that index answers
+# within 5 s; an unreachable index falls back to pip's default, never fails. `make install
+# TORCH_INDEX=URL` picks another index (e.g. https://download.pytorch.org/whl/cu124), TORCH_INDEX= none.
 TORCH_INDEX ?= $(if $(shell command -v nvidia-smi 2>/dev/null),,https://download.pytorch.org/whl/cpu)
+REACHABLE = $(PY) -c "import sys, urllib.request; urllib.request.urlopen(sys.argv[1] + '/torch/', timeout=5)"
 
 install:
-	@$(PY) -c "import torch, torchaudio" 2>/dev/null && echo "keeping the installed torch" || \
-	  $(PY) -m pip install "torch>=2.4" "torchaudio>=2.4" $(if $(TORCH_INDEX),--index-url $(TORCH_INDEX))
+	@$(if $(ENV),test -x $(PY) || $(PYTHON) -m venv $(VENV))
+	@if $(PY) -c "import torch, torchaudio" 2>/dev/null; then echo "keeping the installed torch"; \
+	elif [ -n "$(TORCH_INDEX)" ] && $(REACHABLE) "$(TORCH_INDEX)" 2>/dev/null; then \
+	  $(PY) -m pip install "torch>=2.4" "torchaudio>=2.4" --index-url "$(TORCH_INDEX)"; \
+	else \
+	  $(if $(TORCH_INDEX),echo "$(TORCH_INDEX) does not answer: torch from pip's default index";) \
+	  $(PY) -m pip install "torch>=2.4" "torchaudio>=2.4"; \
+	fi
 	$(PY) -m pip install -e ".[dev,eval,wandb]"
 	$(PY) -m pip install --no-deps resemblyzer
+	$(if $(ENV),touch $(ENV))
 
-test:
-	$(PY) -m pytest -q
+# (re)built when missing or older than what defines it
+$(VENV)/.installed: pyproject.toml Makefile
+	$(MAKE) install
 
-test-all:
-	$(PY) -m pytest -q -m "slow or not slow"
+# the default suite: CPU, tiny checkpoints, two workers (pytest-xdist); `make test-all` adds the slow ones
+test: $(ENV)
+	$(PY) -m pytest -q -n 2
 
-lint:
-	ruff check voxinv tests experiments
-	ruff format --check voxinv tests experiments
+test-all: $(ENV)
+	$(PY) -m pytest -q -n 2 -m "slow or not slow"
 
-format:
-	ruff check --fix voxinv tests experiments
-	ruff format voxinv tests experiments
+lint: $(ENV)
+	$(PY) -m ruff check voxinv tests experiments
+	$(PY) -m ruff format --check voxinv tests experiments
 
-demo:
+format: $(ENV)
+	$(PY) -m ruff check --fix voxinv tests experiments
+	$(PY) -m ruff format voxinv tests experiments
+
+# a real voice (assets/demo/) cloned on the speech-trained proxy codec, offline, ≈ 1 min on CPU
+demo: $(ENV)
 	$(PY) -m voxinv.run experiment=demo
 
-data:
+# what CI does (.ci/run) in a temporary clean clone of HEAD: no environment but pip's cache
+check-fresh:
+	@d=$$(mktemp -d) && git clone -q . "$$d/voxinv" && echo "clean clone of HEAD in $$d/voxinv" && \
+	  cd "$$d/voxinv" && .ci/run && cd / && rm -rf "$$d"
+
+data: $(ENV)
 	$(PY) experiments/benchmarks/prepare_real.py
 
-bench:
+bench: $(ENV)
 	$(PY) experiments/bench_codec.py
 	$(PY) experiments/bench_tts.py
 
