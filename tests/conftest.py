@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -124,11 +126,34 @@ def wandb_offline(tmp_path, monkeypatch):
     monkeypatch.delenv("WANDB_API_KEY", raising=False)
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def restore_logging():
-    """A Hydra app run in-process leaves its logging handlers (on pytest's captured streams) behind."""
-    import logging
-
+    """A Hydra app run in-process (``voxinv.run.main``, the CLI verbs) configures the root logger: a
+    stream handler on the test's captured stdout (closed after the test, so any later record, even at
+    interpreter exit, is a ``--- Logging error ---``) and a FileHandler on the run's ``.log`` (an open
+    file per test). Every test gets the root logger back as it found it, the added handlers closed."""
     handlers, level = logging.root.handlers[:], logging.root.level
     yield
+    for h in logging.root.handlers:
+        if h not in handlers:
+            h.close()
     logging.root.handlers[:], logging.root.level = handlers, level
+
+
+def pytest_unconfigure(config):
+    """Libraries imported during the tests (transformers, huggingface_hub, torchmetrics, …) bound their
+    stream handlers to the ``sys.stderr`` of that moment (transformers its ``flush`` too): pytest's
+    capture, closed right after this hook. Point them at the real stderr, so that what they log at
+    interpreter exit is printed, not a ``--- Logging error ---`` traceback."""
+
+    def captured(obj) -> bool:
+        return type(obj).__module__.startswith("_pytest.")
+
+    for lg in [logging.root, *logging.root.manager.loggerDict.values()]:
+        for h in getattr(lg, "handlers", ()):
+            if not isinstance(h, logging.StreamHandler) or isinstance(h, logging.FileHandler):
+                continue
+            if captured(h.stream):
+                h.setStream(sys.__stderr__)
+            if captured(getattr(h.__dict__.get("flush"), "__self__", None)):
+                h.flush = sys.__stderr__.flush

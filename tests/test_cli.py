@@ -282,7 +282,6 @@ def test_pipeline_verbs_pass_their_arguments_through(verb, prog, capsys):
     assert e.value.code == 0 and capsys.readouterr().out.startswith(f"usage: {prog}")
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_train_encoder_is_its_hydra_app(capsys):
     """``voxinv train-encoder <overrides>`` = ``python -m voxinv.train_encoder`` (here: print its config)."""
     argv = list(sys.argv)
@@ -291,7 +290,7 @@ def test_train_encoder_is_its_hydra_app(capsys):
     assert "seed: 7" in out and "model:" in out and sys.argv == argv
 
 
-@pytest.mark.usefixtures("restore_logging", "tiny_cache_env")
+@pytest.mark.usefixtures("tiny_cache_env")
 def test_invert_is_the_hydra_app(tmp_path, capsys):
     """``voxinv invert <overrides>`` = ``python -m voxinv.run <overrides>`` (same config, same outputs)."""
     out = tmp_path / "run"

@@ -68,13 +68,9 @@ def test_analysis_notebook_runs(tiny_sweep: Path, tmp_path: Path, monkeypatch) -
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv("MPLBACKEND", raising=False)  # Agg would hide figures that inline shows
     nb = nbformat.read(NOTEBOOK, as_version=4)
-    # after the notebook: which backend drew, and what the last (scatter) figure holds
+    # after the notebook: what the last (scatter) figure holds
     nb.cells.append(
-        nbformat.v4.new_code_cell(
-            "import matplotlib\n"
-            "print('backend:', matplotlib.get_backend())\n"
-            "print('scatter points:', sum(len(c.get_offsets()) for c in ax.collections))"
-        )
+        nbformat.v4.new_code_cell("print('scatter points:', sum(len(c.get_offsets()) for c in ax.collections))")
     )
     t0 = time.time()
     nbclient.NotebookClient(
@@ -85,9 +81,9 @@ def test_analysis_notebook_runs(tiny_sweep: Path, tmp_path: Path, monkeypatch) -
     assert not [o for o in outputs if o.get("output_type") == "error"]
     text = "".join(o.get("text", "") for o in outputs)
     assert "2 runs, 2 configurations" in text
-    assert "backend: module://matplotlib_inline.backend_inline" in text
     assert "scatter points: 2" in text  # one point per run
     assert any("text/markdown" in o.get("data", {}) for o in outputs)  # the table
+    # the figures reached the notebook as images (whatever the inline backend calls itself in this version)
     pngs = [o["data"]["image/png"] for o in outputs if "image/png" in o.get("data", {})]
     assert len(pngs) == 4  # curves, code accuracy, spectrograms, quality vs compute
     fractions = [_coloured_fraction(p) for p in pngs]

@@ -254,7 +254,6 @@ def test_wandb_workspace_definition(capsys, monkeypatch):
     assert w.main(["--wandb"]) == 0 and "not logged in" in capsys.readouterr().out
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_wandb_multirun_names_runs_by_overrides_and_groups_by_sweep(tmp_path, wandb_offline, wandb_records):
     from voxinv import cli
 
