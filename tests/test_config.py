@@ -179,8 +179,8 @@ def test_defaults():
     assert cfg.resume is False and cfg.export.register is None
 
 
-def test_experiment_demo():
-    cfg = _compose("experiment=demo")
+def test_experiment_oracle():
+    cfg = _compose("experiment=oracle")
     _check(cfg)
     assert (cfg.steps, cfg.eval_every, cfg.device) == (100, 25, "cpu")
     assert cfg.model.name == "tiny" and cfg.target.kind == "synthetic" and cfg.target.n_frames == 12
@@ -210,7 +210,7 @@ def test_debug_fast():
 
 
 def test_experiment_overridable_on_the_command_line():
-    cfg = _compose("experiment=demo", "steps=7", "target.n_frames=3")
+    cfg = _compose("experiment=oracle", "steps=7", "target.n_frames=3")
     assert (cfg.steps, cfg.target.n_frames, cfg.device) == (7, 3, "cpu")
 
 

@@ -1,7 +1,8 @@
 """Hydra entry point: compose → build → initialise → fit → export → evaluate.
 
 python -m voxinv.run loss=stft+spk target.path=me.wav       # clone a recording (released model)
-python -m voxinv.run experiment=demo                         # the ≈1 min offline demo (tiny model)
+python -m voxinv.run experiment=demo                         # make demo: a real voice on the proxy codec, ≈1 min
+python -m voxinv.run experiment=oracle                       # the tiny oracle: known codes recovered exactly
 python -m voxinv.run model=tiny target=preset target.voice=casual_male
 python -m voxinv.run -m model=tiny target=synthetic seed=0,1,2 codes=gumbel,softmax_ste   # sweeps
 """
@@ -60,8 +61,8 @@ def run(cfg: DictConfig, out: Path) -> dict:
             job.stopped = "interrupted before fitting; exported the initial codes"
         with guard.uninterrupted():
             metrics = export(job, t_start)
-    evaluate(cfg, out, metrics)
-    finish(job, metrics)
+    evaluate(cfg, out, metrics, model.eval_codec)
+    finish(job, metrics, t_start)
     return metrics
 
 

@@ -106,19 +106,51 @@ def export(job: Inversion, t_start: float) -> dict:
     return export_run(job.out, codes=best["codes"], codec=m.eval_codec, target=job.target, ckpt=m.ckpt, extra=extra)
 
 
-def evaluate(cfg, out: Path, metrics: dict) -> None:
-    """The end-of-run graders (``eval.which``) into metrics.json ``eval``; an interrupt skips them."""
+def evaluate(cfg, out: Path, metrics: dict, codec=None) -> None:
+    """The end-of-run graders (``eval.which``) into metrics.json ``eval``, and with ``eval.reference=encoder``
+    the same scores for ``codec``'s own encoder into ``reference``; an interrupt skips them."""
     try:
         if cfg.eval.which:
             from voxinv.eval.evaluate import evaluate_run
 
             metrics["eval"] = evaluate_run(out, which=tuple(cfg.eval.which), loss_models=set(metrics["loss_models"]))
+        if cfg.eval.get("reference") == "encoder":
+            if codec is None or not codec.has_encoder:
+                log.warning("eval.reference=encoder: the model has no codec encoder (the release ships none); skipped")
+            else:
+                metrics["reference"] = encoder_reference(codec, out)
+                rundir.merge_metrics(out, "reference", metrics["reference"])
     except KeyboardInterrupt:
         log.warning("evaluation interrupted: the outputs are exported, metrics.json has no eval section")
 
 
-def finish(job: Inversion, metrics: dict) -> None:
-    """Register the voice (``export.register``), give the loggers the final record, print the summary."""
+def encoder_reference(codec, out: Path) -> dict:
+    """The run's clone next to the codec's own encoder (one forward pass, then decoded), both scored
+    against the run's ``target.wav``: MR log-mel L1 in log10 units (:func:`voxinv.voxtral.proxy.mr_log_mel`,
+    the speech benchmark's metric; lower is closer) and resemblyzer speaker similarity (GE2E cosine;
+    ``None`` with ``spk_error`` where the grader is unavailable)."""
+    from voxinv.audio import read_audio
+    from voxinv.eval import speaker_similarity
+    from voxinv.voxtral.proxy import encoder_round_trip, mr_log_mel
+
+    t0 = time.time()
+    sr = codec.sampling_rate
+    target, clone = read_audio(out / rundir.TARGET, sr), read_audio(out / rundir.RECONSTRUCTION, sr)
+    _, enc = encoder_round_trip(codec, target)
+    res: dict = {"model_encoder": {}, "clone": {}}
+    for name, wav in (("clone", clone), ("model_encoder", enc[: target.numel()])):
+        res[name]["mrmel"] = mr_log_mel(target, wav, sr)
+        try:
+            res[name]["spk"] = speaker_similarity(target.numpy(), wav.numpy(), sr, "resemblyzer")
+        except Exception as e:  # grader not installed / silent audio: recorded as missing, never as a number
+            res[name]["spk"], res["spk_error"] = None, f"{type(e).__name__}: {e}"
+    res["seconds"] = round(time.time() - t0, 3)
+    return res
+
+
+def finish(job: Inversion, metrics: dict, t_start: float | None = None) -> None:
+    """Register the voice (``export.register``), give the loggers the final record, print the summary
+    (with the whole run's wall time since ``t_start``)."""
     cfg, out, ckpt = job.cfg, job.out, job.model.ckpt
     if cfg.export.register:
         from voxinv.voxtral.voices import register_voice
@@ -130,16 +162,24 @@ def finish(job: Inversion, metrics: dict) -> None:
         from voxinv.invert.loggers import log_final
 
         log_final(job.trainer.loggers, out, metrics)  # final/ + best/ rows and summary, W&B artifact; closes them
-    summary(out, metrics, ckpt)
+    took = None
+    if t_start is not None:  # process CPU includes the imports and every thread (wall depends on the machine's load)
+        took = f"{time.time() - t_start:.0f} s wall, {time.process_time():.0f} s CPU"
+    summary(out, metrics, ckpt, note=cfg.model.get("note"), took=took)
 
 
-def summary(out: Path, m: dict, ckpt) -> None:
-    """The run's result and how to deploy its voice, on stderr."""
+def summary(out: Path, m: dict, ckpt, note: str | None = None, took: str | None = None) -> None:
+    """The run's result and how to deploy its voice, on stderr; ``note`` says what the model is, ``took``
+    how long the run took."""
     s = m["signal"]
     line = f"[voxinv] {out}: SI-SDR {s['si_sdr']:.2f} dB, mel {s['mel']:.4f}"
     if "truth" in m:
         line += f", semantic acc {m['truth']['code_sem_acc']:.1f}%, acoustic acc {m['truth']['code_ac_acc']:.1f}%"
     print(line, file=sys.stderr)
+    if "reference" in m:
+        print(reference_summary(out, m, took), file=sys.stderr)
+    if note:
+        print(f"[voxinv] note: {note}", file=sys.stderr)
     if m.get("stopped"):
         print(f"[voxinv] stopped early: {m['stopped']}", file=sys.stderr)
     elif m["steps"] == 0:
@@ -149,3 +189,31 @@ def summary(out: Path, m: dict, ckpt) -> None:
         f"--name my_voice --out OVERLAY_DIR",
         file=sys.stderr,
     )
+
+
+def reference_summary(out: Path, m: dict, took: str | None = None) -> str:
+    """The clone against the model's own encoder (metrics.json ``reference``), in words a user can act on."""
+    r, t = m["reference"], m["target"]
+    clone, enc = r["clone"], r["model_encoder"]
+
+    def spk(x: float | None) -> str:
+        return "unavailable" if x is None else f"{x:.3f}"
+
+    closer = clone["mrmel"] < enc["mrmel"]
+    lines = [
+        f"[voxinv] cloned {t['name']} ({t['seconds']:.2f} s of audio) in {m['steps']} steps"
+        + (f": {took}" if took else ""),
+        f"[voxinv]   reconstruction: {out / rundir.RECONSTRUCTION}",
+        f"[voxinv]   voice file:     {out / rundir.VOICE}",
+        f"[voxinv]   MR log-mel to your recording (log10, lower is closer): clone {clone['mrmel']:.3f}, "
+        f"the codec's own encoder {enc['mrmel']:.3f}",
+        "[voxinv]   "
+        + (
+            "the clone decodes closer to your recording than the codec's own encoder does"
+            if closer
+            else "the clone does not yet decode closer to your recording than the codec's own encoder (more steps)"
+        ),
+        f"[voxinv]   speaker similarity (resemblyzer cosine, 1 = same voice): clone {spk(clone['spk'])}, "
+        f"the codec's own encoder {spk(enc['spk'])}" + (f" ({r['spk_error']})" if "spk_error" in r else ""),
+    ]
+    return "\n".join(lines)

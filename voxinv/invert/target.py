@@ -166,7 +166,7 @@ class FileTarget(TargetSource):
 
         if not self.path:
             raise ValueError(
-                f"target={self.kind} needs target.path=<audio file> (or use experiment=demo for the offline demo)"
+                f"target={self.kind} needs target.path=<audio file> (or try experiment=demo: a shipped clip on the offline proxy)"
             )
         frame = released_frame()  # build re-reads the file for a model with other values
         self._checked = frame, load_file(self.path, *frame, **self.read)
