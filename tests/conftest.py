@@ -140,6 +140,17 @@ def restore_logging():
     logging.root.handlers[:], logging.root.level = handlers, level
 
 
+@pytest.fixture(autouse=True)
+def reset_hydra_config():
+    """A Hydra app run in-process leaves its HydraConfig (a process-wide singleton) set: code that asks
+    "am I in a Hydra job?" (``voxinv.invert.loggers._hydra_job``) would see a finished job in every later
+    test of the same process, which depends on the test order (pytest-xdist changes it)."""
+    from hydra.core.hydra_config import HydraConfig
+
+    yield
+    HydraConfig.instance().cfg = None
+
+
 def pytest_unconfigure(config):
     """Libraries imported during the tests (transformers, huggingface_hub, torchmetrics, …) bound their
     stream handlers to the ``sys.stderr`` of that moment (transformers its ``flush`` too): pytest's

@@ -211,7 +211,7 @@ def reference_summary(out: Path, m: dict, took: str | None = None) -> str:
         + (
             "the clone decodes closer to your recording than the codec's own encoder does"
             if closer
-            else "the clone does not yet decode closer to your recording than the codec's own encoder (more steps)"
+            else "the clone does not yet decode closer to your recording than the codec's own encoder (try more steps)"
         ),
         f"[voxinv]   speaker similarity (resemblyzer cosine, 1 = same voice): clone {spk(clone['spk'])}, "
         f"the codec's own encoder {spk(enc['spk'])}" + (f" ({r['spk_error']})" if "spk_error" in r else ""),
