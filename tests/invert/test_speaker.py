@@ -1,6 +1,6 @@
 """Differentiable GE2E speaker encoder: parity with resemblyzer, gradients, speaker separation.
 
-Real speech comes from Debian's pocketsphinx-testdata / alsa-utils (.ci/apt-packages.txt), else the shared
+Real speech comes from Debian's pocketsphinx-testdata / alsa-utils (`make data` installs them), else the shared
 Voxtral sample, else espeak-ng; each test skips cleanly when its inputs are missing.
 """
 
