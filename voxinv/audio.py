@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 from pathlib import Path
 
 import numpy as np
@@ -46,7 +47,15 @@ def resample(wav: torch.Tensor, sr_in: int, sr_out: int) -> torch.Tensor:
 def write_wav(path: str | Path, wav: torch.Tensor, sr: int = 24000) -> Path:
     """Write mono float32 WAV (no clipping, no dithering: the samples as computed)."""
     x = wav.detach().float().cpu().reshape(-1).numpy()
-    return atomic_write(path, lambda tmp: sf.write(str(tmp), x, sr, subtype="FLOAT", format="WAV"))
+
+    def write(tmp: Path) -> None:
+        try:
+            sf.write(str(tmp), x, sr, subtype="FLOAT", format="WAV")
+        except sf.LibsndfileError as e:  # libsndfile reports a full disk as its own error: an OSError here
+            full = "space" in str(e).lower()
+            raise OSError(errno.ENOSPC if full else errno.EIO, str(e).strip() or "write failed", str(path)) from e
+
+    return atomic_write(path, write)
 
 
 def trim_silence(wav: torch.Tensor, sr: int, threshold_db: float = -40.0, frame_ms: float = 20.0) -> torch.Tensor:
