@@ -263,8 +263,9 @@ class CheckRunDir(Callback):
         if _rank() > 0:
             return
         base = str(config.hydra.run.dir)
-        if rundir.dangerous(Path(base)):
-            with exit_on_bad_input():
+        with exit_on_bad_input():
+            validate(config, self.kind)  # bad settings: nothing is created
+            if rundir.dangerous(Path(base)):
                 rundir.claim(base, self.kind)  # the one-line refusal
         _writable_or_exit(base, "hydra.run.dir")
         chosen = any(str(o).startswith("hydra.run.dir=") for o in OmegaConf.select(config, "hydra.overrides.hydra"))
