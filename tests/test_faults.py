@@ -612,7 +612,7 @@ SETTINGS_BAD = [
     ("model.dtype=float16", "model.dtype=float16: must be one of"),
     ("optim.lr=1e38", "optim.lr=1e+38: must be a finite number"),
     ("optim.lr=inf", "optim.lr=inf: must be a finite number"),
-    ("optim.lr=0", "optim.lr=0"),
+    ("optim.lr=-1", "optim.lr=-1: must be a finite number in [0, 1000]"),
     ("seed=abc", "seed=abc: must be an integer"),
     ("eval_every=-5", "eval_every=-5: must be"),
     ("target.peak=0", "target.peak=0"),

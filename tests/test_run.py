@@ -374,8 +374,10 @@ def test_model_path_makes_the_tiny_model_once(tmp_path, monkeypatch):
     made = []
 
     def fake_make_tiny(d, seed=0):
+        from safetensors.torch import save_file
+
         made.append(seed)
-        (Path(d) / "consolidated.safetensors").write_bytes(b"x")
+        save_file({"x": torch.zeros(1)}, str(Path(d) / "consolidated.safetensors"))  # intact: kept (not regenerated)
         return Path(d)
 
     monkeypatch.setattr(tiny, "make_tiny", fake_make_tiny)

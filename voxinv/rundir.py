@@ -111,11 +111,18 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[Path], object])
                 f.write(data.encode() if isinstance(data, str) else data)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would: some writers (safetensors) force 0600
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable read is a swap
+    os.umask(mask)
+    return mask
 
 
 def _json_default(o: Any) -> Any:
@@ -299,7 +306,7 @@ def _refusal(d: Path, kind: str, resume: bool, overwrite: bool) -> tuple[str | N
         return None, "fresh"
     marker = read_marker(d)
     legacy = marker is None and (d / CONFIG).is_file() and (d / METRICS).is_file() | (d / LAST_CKPT).is_file()
-    theirs = marker.get("kind") if marker else ("invert" if legacy and kind == "invert" else None)
+    theirs = marker.get("kind") if marker else (kind if legacy else None)  # legacy: a run from before markers
     if theirs == kind:
         if resume:
             return None, "resume"

@@ -108,7 +108,7 @@ def _device_name(v) -> bool:
 
 _DEVICE = (_device_name, "auto, cpu, cuda or cuda:N")
 _DTYPE = _choice("float32", "fp32", "bfloat16", "bf16")
-_LR = _num(0.0, 1e3)  # Adam's default 0.2, SGD's 1.0; beyond 1e3 is a typo, not a setting
+_LR = _num(0.0, 1e3, lo_open=False)  # Adam's default 0.2, SGD's 1.0; 0 keeps the init's codes; beyond 1e3 is a typo
 _PEAK = _num(0.0, 1.0, null=True)
 # key → (rule, what it must be). A key the config does not have (another target kind) is skipped.
 SETTINGS: dict[str, dict[str, tuple]] = {
