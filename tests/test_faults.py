@@ -763,10 +763,13 @@ def test_disk_full_while_checkpointing_keeps_the_last_good_checkpoint(tmp_path, 
 
 
 def test_disk_full_at_export_is_one_line_and_never_looks_finished(tmp_path, monkeypatch, capsys):
-    import voxinv.invert.export as E
-
     run = _finished_run(tmp_path / "run")
-    monkeypatch.setattr(E, "write_wav", _enospc)
+    real = Path.write_bytes
+
+    def full_for_wavs(self, data):  # the WAV writer's own write (write_wav encodes in memory, then writes)
+        return _enospc(self) if self.name.startswith(".reconstruction.wav") else real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full_for_wavs)
     rc, err = cli_run(monkeypatch, capsys, tmp_path, [*TINY, "target=synthetic", "target.n_frames=3", "overwrite=true"])
     assert rc == 3 and "No space left on device" in _one_error_line(err)
     assert not (run / "metrics.json").exists()  # removed before the export, written only after all the rest

@@ -5,7 +5,7 @@ only the part kept is read and resampled (:func:`read_span`), so memory does not
 
 from __future__ import annotations
 
-import errno
+import io
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,11 +190,9 @@ def write_wav(path: str | Path, wav: torch.Tensor, sr: int = 24000) -> Path:
     x = wav.detach().float().cpu().reshape(-1).numpy()
 
     def write(tmp: Path) -> None:
-        try:
-            sf.write(str(tmp), x, sr, subtype="FLOAT", format="WAV")
-        except sf.LibsndfileError as e:  # libsndfile reports a full disk as its own error: an OSError here
-            full = "space" in str(e).lower()
-            raise OSError(errno.ENOSPC if full else errno.EIO, str(e).strip() or "write failed", str(path)) from e
+        buf = io.BytesIO()  # encoded in memory, written by Python: a full disk is a real OSError (ENOSPC)
+        sf.write(buf, x, sr, subtype="FLOAT", format="WAV")
+        tmp.write_bytes(buf.getvalue())
 
     return atomic_write(path, write)
 
