@@ -416,13 +416,18 @@ def test_run_resume_never_unpickles_code(how, tmp_path, monkeypatch, capsys):
 
 
 @pytest.mark.usefixtures("tiny_cache_env")
-@pytest.mark.parametrize("how", ["resume=<file>", "resume=true"])
+@pytest.mark.parametrize("how", ["resume=<file>", "resume=true", "truncated"])
 def test_train_encoder_resume_never_unpickles_code(how, tmp_path, monkeypatch, capsys):
     import voxinv.train_encoder as TE
 
     marker, run = tmp_path / "pwned", tmp_path / "run"
     wav(tone(1.0))(tmp_path / "a.wav")
-    if how == "resume=true":
+    says = "not a plain tensor file"
+    if how == "truncated":
+        data = evil_pickle(tmp_path / "t.ckpt", marker).read_bytes()
+        (tmp_path / "t.ckpt").write_bytes(data[: len(data) // 2])
+        arg, says = f"resume={tmp_path / 't.ckpt'}", "cannot read it as a Lightning checkpoint"
+    elif how == "resume=true":
         evil_pickle(run / "checkpoints" / "last.ckpt", marker)
         (run / ".voxinv-run.json").write_text('{"kind": "train_encoder"}')
         arg = "resume=true"
@@ -433,7 +438,7 @@ def test_train_encoder_resume_never_unpickles_code(how, tmp_path, monkeypatch, c
     monkeypatch.setattr(sys, "argv", argv)
     with pytest.raises(SystemExit) as e:
         TE.main()
-    assert e.value.code == 2 and "not a plain tensor file" in _one_error_line(capsys.readouterr().err)
+    assert e.value.code == 2 and says in _one_error_line(capsys.readouterr().err)
     assert not marker.exists()
 
 
