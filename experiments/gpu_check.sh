@@ -99,7 +99,7 @@ else
   TTS_FRAMES=50
   BM_ARGS=(--model proxy --clips 8 --seconds 10 --steps 30 --per-call 1 8)
 fi
-COMMON=(model=tiny target=synthetic "target.n_frames=$FRAMES" "steps=$RUN_STEPS" eval.which=[signal])
+COMMON=(model=tiny target=synthetic "target.n_frames=$FRAMES" "steps=$RUN_STEPS" eval.which=[signal] overwrite=true)  # a rerun replaces its own runs
 
 # ------------------------------------------------------------------------------ 1. entry points
 step run_default 300 "$PY" -m voxinv.run "${COMMON[@]}" "device=$DEVICE" "${CD[@]}" "hydra.run.dir=$O/runs/default"
@@ -108,7 +108,7 @@ step run_bf16 300 "$PY" -m voxinv.run "${COMMON[@]}" "device=$DEVICE" init=rando
 step run_auto 300 "$PY" -m voxinv.run "${COMMON[@]}" device=auto init=random steps=5 "hydra.run.dir=$O/runs/auto"
 if [ -f "$ROOT/voxinv/conf/model/proxy.yaml" ]; then
   step run_proxy 300 "$PY" -m voxinv.run model=proxy target=synthetic "target.n_frames=$FRAMES" "steps=$RUN_STEPS" \
-    "device=$DEVICE" "${CD[@]}" eval.which=[signal] "hydra.run.dir=$O/runs/proxy"
+    "device=$DEVICE" "${CD[@]}" eval.which=[signal] overwrite=true "hydra.run.dir=$O/runs/proxy"
 fi
 step eval 300 "$PY" -m voxinv.eval "$O/runs/default" --which signal --out "$O/eval.json"
 TINY=$("$PY" -c "

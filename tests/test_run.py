@@ -252,13 +252,13 @@ def test_resume_equals_uninterrupted(tmp_path, monkeypatch, device):
     eval_logger = C.EvalLogger
     monkeypatch.setattr(C, "EvalLogger", _stop_at(k))
     b, mb1, _ = _run(tmp_path, "b", *o)
-    assert mb1["steps"] == k and torch.load(b / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == k
+    assert mb1["steps"] == k and torch.load(b / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == k
     monkeypatch.setattr(C, "EvalLogger", eval_logger)
 
     _, mb, _ = _run(tmp_path, "b", *o, "resume=true")
     assert mb["steps"] == n
     assert [p.name for p in (b / "checkpoints").iterdir()] == ["last.ckpt"]  # continued in place
-    assert torch.load(b / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == n
+    assert torch.load(b / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == n
     assert torch.equal(load_codes(a / "codes.safetensors"), load_codes(b / "codes.safetensors"))
     assert mb["final"]["total"] == pytest.approx(ma["final"]["total"], rel=1e-6)
     assert mb["best_step"] == ma["best_step"]
@@ -273,7 +273,7 @@ def test_noise_state_from_another_device_is_one_clear_error(tmp_path):
     """A generator's state is per device type: resuming a CUDA run's checkpoint on CPU says what to do."""
     cfg = cfg_of("codes=gumbel", "steps=1")
     a, _, _ = _run(tmp_path, "a", "codes=gumbel", "steps=2", "checkpoint_every=1")
-    ck = torch.load(a / "checkpoints" / "last.ckpt", weights_only=False)
+    ck = torch.load(a / "checkpoints" / "last.ckpt", weights_only=True)
     assert ck["voxinv"]["noise_device"] == "cpu"
     from voxinv.invert.module import InversionModule
 
@@ -374,8 +374,10 @@ def test_model_path_makes_the_tiny_model_once(tmp_path, monkeypatch):
     made = []
 
     def fake_make_tiny(d, seed=0):
+        from safetensors.torch import save_file
+
         made.append(seed)
-        (Path(d) / "consolidated.safetensors").write_bytes(b"x")
+        save_file({"x": torch.zeros(1)}, str(Path(d) / "consolidated.safetensors"))  # intact: kept (not regenerated)
         return Path(d)
 
     monkeypatch.setattr(tiny, "make_tiny", fake_make_tiny)

@@ -149,7 +149,7 @@ def test_export_reloads_bit_exact(trained):
     codec = load_codec(ckpt, encoder_path=path)
     assert codec.has_encoder and m["reload_codes_equal"] is True
     # the trained module's state (from the Lightning checkpoint) vs the exported file through load_codec
-    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    state = torch.load(out / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)["state_dict"]
     enc = TE.build_encoder(codec.args, None, 0)
     enc.load_state_dict({k[len("encoder.") :]: v for k, v in state.items() if k.startswith("encoder.")})
     x = 0.05 * torch.randn(2, 1, 5 * 1920, generator=torch.Generator().manual_seed(0))
@@ -204,7 +204,7 @@ def test_resume_continues(audio, tmp_path):
     TE.train(cfg_of(audio, "steps=4", "val.sources=[]"), out)
     m = TE.train(cfg_of(audio, "steps=6", "resume=true", "val.sources=[]"), out)
     assert m["steps"] == 6
-    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] == 6
+    assert torch.load(out / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 6
 
 
 def test_bad_data_is_one_clear_error(audio, tmp_path):

@@ -55,6 +55,28 @@ def _checkpoint(model: str, *, weights: bool = True) -> Checkpoint:
         raise CheckpointError(str(e)) from e
 
 
+def _writable(path: str, option: str = "--out") -> str:
+    """``path``'s folder exists (created) and is writable, checked before any model is loaded."""
+    from voxinv.rundir import write_probe
+    from voxinv.voxtral.codes import CodesError
+
+    try:
+        write_probe(Path(path).parent if option != "dir" else Path(path))
+    except OSError as e:
+        raise CodesError(
+            f"{option} {path}: cannot write there ({e.strerror}); pass a path in a writable folder"
+        ) from None
+    return path
+
+
+def _positive(value: int | None, option: str) -> int | None:
+    from voxinv.voxtral.codes import CodesError
+
+    if value is not None and value <= 0:
+        raise CodesError(f"{option} {value}: must be a positive integer")
+    return value
+
+
 def _device(name: str) -> torch.device:
     from voxinv.voxtral.device import pick_device
 
@@ -141,12 +163,15 @@ def _save_codes(path: str, raw: torch.Tensor, frame_rate: float, **meta: str) ->
 def cmd_decode(args: argparse.Namespace) -> int:
     from voxinv.voxtral.codes import load_codes
 
+    _writable(args.out)
+    _device(args.device)
     raw = load_codes(args.codes, fmt=args.format)  # validated raw [T, 37]
     _decode_to_wav(_checkpoint(args.model), raw, args.out, args.device, args.dtype)
     return 0
 
 
 def cmd_voice2codes(args: argparse.Namespace) -> int:
+    _writable(args.out)
     ckpt = _checkpoint(args.model)
     label, raw = _voice_codes(ckpt, args.voice)
     _save_codes(args.out, raw, ckpt.params.codec.frame_rate, source=f"voice:{label}")
@@ -154,6 +179,10 @@ def cmd_voice2codes(args: argparse.Namespace) -> int:
 
 
 def cmd_voice2wav(args: argparse.Namespace) -> int:
+    _writable(args.out)
+    if args.codes_out:
+        _writable(args.codes_out, "--codes-out")
+    _device(args.device)
     ckpt = _checkpoint(args.model)
     label, raw = _voice_codes(ckpt, args.voice)
     if args.codes_out:
@@ -163,8 +192,16 @@ def cmd_voice2wav(args: argparse.Namespace) -> int:
 
 
 def cmd_make_tiny(args: argparse.Namespace) -> int:
+    from voxinv.voxtral.codes import CodesError
     from voxinv.voxtral.tiny import make_tiny
 
+    d = Path(args.dir)
+    if d.exists() and (not d.is_dir() or any(d.iterdir())) and not args.overwrite:
+        raise CodesError(
+            f"make-tiny: {d} already exists and is not empty (a model directory?); pass --overwrite to replace "
+            "its weights, or another directory"
+        )
+    _writable(args.dir, "dir")
     out = make_tiny(args.dir, seed=args.seed, dtype=to_dtype(args.dtype), with_encoder=args.with_encoder)
     print(f"wrote tiny Voxtral checkpoint (seed {args.seed}{', with encoder' if args.with_encoder else ''}) to {out}")
     return 0
@@ -173,6 +210,7 @@ def cmd_make_tiny(args: argparse.Namespace) -> int:
 def cmd_register_voice(args: argparse.Namespace) -> int:
     from voxinv.voxtral.voices import VoiceError, has_end_row, load_voice, register_voice
 
+    _writable(args.out + "/x")
     ckpt = _checkpoint(args.model)
     v = load_voice(args.voice_file)
     if v.shape[1] != ckpt.params.backbone.dim:
@@ -197,6 +235,10 @@ def cmd_tts(args: argparse.Namespace) -> int:
     from voxinv.voxtral.codes import save_codes, strip_end, to_raw
     from voxinv.voxtral.tts import VoxtralTTS, frame_cap
 
+    _writable(args.out)
+    if args.codes_out:
+        _writable(args.codes_out, "--codes-out")
+    _positive(args.max_frames, "--max-frames")
     device = _device(args.device or "auto")
     dtype = to_dtype(args.dtype) if args.dtype else None
     tts = VoxtralTTS.from_pretrained(args.model, device=device, dtype=dtype)
@@ -297,6 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--with-encoder", action="store_true", help="also write codec encoder tensors")
     p.add_argument("--dtype", default="bf16", choices=sorted(DTYPES), help="tensor dtype (default bf16, as released)")
+    p.add_argument("--overwrite", action="store_true", help="replace the weights of an existing directory")
     p.set_defaults(func=cmd_make_tiny)
 
     p = sub.add_parser("register-voice", help="make an overlay model directory that serves a new voice")
@@ -323,7 +366,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-frames",
         type=int,
         default=None,
-        help="frame cap, 12.5 per second (default: fits the text, voxinv.voxtral.tts.frame_cap)",
+        help="frame cap (> 0), 12.5 per second (default: fits the text, voxinv.voxtral.tts.frame_cap)",
     )
     p.add_argument("--cfg-alpha", type=float, default=1.2)
     p.add_argument("--device", default=None, help="cpu | cuda | cuda:N | auto (default: auto = cuda if available)")

@@ -9,6 +9,7 @@ python -m voxinv.run -m model=tiny target=synthetic seed=0,1,2 codes=gumbel,soft
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 
@@ -33,8 +34,20 @@ def run(cfg: DictConfig, out: Path) -> dict:
 
     Ctrl-C or SIGTERM at any point after the code parameters exist (the init included) exports the
     best codes so far and says so in metrics.json ``stopped``; before that, :class:`guard.RunInterrupted`."""
+    from hydra.core.hydra_config import HydraConfig
+
     t_start = time.time()
-    source = guard.check_inputs(cfg, out)  # bad input fails before any model is fetched
+    mine = rundir.held(out) is None  # else Hydra's callback claimed it (and released at the job's end)
+    # the settings, the run directory (lock + marker) and the inputs, before any model is fetched
+    claim = guard.preflight(cfg, out, "invert", hydra_written=HydraConfig.initialized())
+    try:
+        return _run(cfg, out, claim.cache["source"], t_start)
+    finally:
+        if mine:
+            claim.release()
+
+
+def _run(cfg: DictConfig, out: Path, source, t_start: float) -> dict:
     if source.kind == "manifest":  # many clips (voxinv/invert/manifest.py): one run directory per clip
         from voxinv.invert.manifest import run_manifest
 
@@ -55,10 +68,12 @@ def run(cfg: DictConfig, out: Path) -> dict:
                 job.stopped = (
                     f"interrupted during the init ({job.init['interrupted']}); exported the codes found so far"
                 )
+                job.exit_code = guard.interrupt_code()
             else:
                 fit(job, resume)
         except KeyboardInterrupt:
             job.stopped = "interrupted before fitting; exported the initial codes"
+            job.exit_code = guard.interrupt_code()
         with guard.uninterrupted():
             metrics = export(job, t_start)
     evaluate(cfg, out, metrics, model.eval_codec)
@@ -69,9 +84,17 @@ def run(cfg: DictConfig, out: Path) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
 def main(cfg: DictConfig) -> float:
     from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
 
-    with guard.exit_on_bad_input():
-        metrics = run(cfg, Path(HydraConfig.get().runtime.output_dir))
+    out = Path(HydraConfig.get().runtime.output_dir)
+    try:
+        with guard.exit_on_bad_input():
+            metrics = run(cfg, out)
+    finally:
+        rundir.release(out)
+    code = int(metrics.get("exit_code") or 0)
+    if code and HydraConfig.get().mode == RunMode.RUN:  # a sweep goes on to its next job
+        sys.exit(code)  # interrupted 128 + signal, failed 3 (README "Exit codes"); metrics.json says why
     return float(metrics["final"]["total"])  # the sweep objective (Optuna)
 
 

@@ -2,16 +2,23 @@
 
 Ground floor: imports nothing from voxinv, so every layer (voxtral, eval, invert, run, cli) can use it.
 
-Every file is written atomically (a temporary sibling, fsync, ``os.replace``; mode 0644) so a reader
-never sees half a file, and ``metrics.json`` is merged under an exclusive lock on the run directory
-so writers of different keys (the run's export, ``python -m voxinv.eval``, ``voxinv.eval.e2e``)
-never lose each other's results.
+Every file is written atomically (a temporary sibling, fsync, ``os.replace``; the mode the umask
+gives) so a reader never sees half a file, and ``metrics.json`` is merged under an exclusive lock on
+the run directory so writers of different keys (the run's export, ``python -m voxinv.eval``,
+``voxinv.eval.e2e``) never lose each other's results.
+
+A run *claims* its directory (:func:`claim`): a lock file held for the whole run (a second run into
+the same directory is refused) and a marker naming the kind of run. A directory that holds anything
+else than a run of the same kind is refused unless ``overwrite=true``, and then only the run's own
+known files (:data:`OWN_FILES`) are removed: nothing else is ever deleted.
 """
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import time
 from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
@@ -39,18 +46,56 @@ E2E_DIR = "e2e"  # voxinv.eval.e2e's synthesised sentences
 CONFIG_FILES = (CONFIG, HYDRA_CONFIG, "config.json")  # where a run's config may be found, first wins
 AUDIO_FILES = (TARGET, RECONSTRUCTION)  # what every finished run holds for evaluation
 
-FILE_MODE = 0o644
+MARKER = ".voxinv-run.json"  # {"kind": "invert" | "train_encoder", "created": ..., "pid": ...}: a voxinv run
+LOCK = ".voxinv-run.lock"  # flock'ed by the process running in the directory (holds its pid)
+ENCODER = "encoder.safetensors"  # train_encoder's export
+# what a run of each kind writes (glob patterns relative to the run directory): the only files
+# overwrite=true removes. Hydra's own files (.hydra/, the job log) are the run's too.
+_HYDRA_OWN = (f"{HYDRA_DIR}/config.yaml", f"{HYDRA_DIR}/hydra.yaml", f"{HYDRA_DIR}/overrides.yaml", "*.log")
+OWN_FILES = {
+    "invert": (
+        CODES,
+        TRUE_CODES,
+        RECONSTRUCTION,
+        TARGET,
+        VOICE,
+        METRICS,
+        CONFIG,
+        f"{CHECKPOINTS}/*.ckpt",
+        "metrics.csv",
+        "wandb-run-id",
+        "wandb/**",
+        f"{E2E_DIR}/**",
+        "clips/**",
+        "parts/*.json",
+        "summary.json",
+        "summary.csv",
+        *_HYDRA_OWN,
+    ),
+    "train_encoder": (
+        ENCODER,
+        METRICS,
+        CONFIG,
+        f"{CHECKPOINTS}/*.ckpt",
+        "metrics.csv",
+        "media/*.wav",
+        "wandb-run-id",
+        "wandb/**",
+        *_HYDRA_OWN,
+    ),
+}
+HYDRA_ONLY = {HYDRA_DIR, "run.log", "train_encoder.log"}  # what Hydra writes before the run starts (multirun jobs)
 
 
 class RunDirError(ValueError):
-    """A run directory file that cannot be used (unparsable, wrong type)."""
+    """A run directory file that cannot be used (unparsable, wrong type), or a directory a run may not use."""
 
 
 # ------------------------------------------------------------------------------------ writing
 
 
 def atomic_write(path: str | Path, data: bytes | str | Callable[[Path], object]) -> Path:
-    """Write ``data`` to ``path`` atomically with mode 0644; parent directories are created.
+    """Write ``data`` to ``path`` atomically (mode as the umask gives); parent directories are created.
 
     ``data``: bytes, text (UTF-8), or a function that writes a given path (for writers that only
     take a file name). A crash leaves either the old file or the new one, never a partial one.
@@ -66,12 +111,18 @@ def atomic_write(path: str | Path, data: bytes | str | Callable[[Path], object])
                 f.write(data.encode() if isinstance(data, str) else data)
         with open(tmp, "rb+") as f:
             os.fsync(f.fileno())
-        os.chmod(tmp, FILE_MODE)
+        os.chmod(tmp, 0o666 & ~_umask())  # as a plain open() would: some writers (safetensors) force 0600
         os.replace(tmp, path)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return path
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)  # the only portable read is a swap
+    os.umask(mask)
+    return mask
 
 
 def _json_default(o: Any) -> Any:
@@ -149,3 +200,185 @@ def write_metrics(path_or_dir: str | Path, metrics: dict) -> Path:
     p.parent.mkdir(parents=True, exist_ok=True)
     with _locked(p.parent):
         return write_json(p, metrics)
+
+
+# ------------------------------------------------------------------------------------ claiming
+
+
+def write_probe(d: str | Path) -> None:
+    """Create ``d`` and write (then remove) a file in it; ``OSError`` when that is not possible. The
+    probe's name is unique per process and call, so concurrent probes never race on one file."""
+    d = Path(d)
+    d.mkdir(parents=True, exist_ok=True)
+    probe = d / f".voxinv-write-test.{os.getpid()}.{time.monotonic_ns()}"
+    probe.write_text("")
+    probe.unlink()
+
+
+def dangerous(d: Path) -> bool:
+    """A directory no run may claim: the file-system root, a top-level system directory, the home directory."""
+    d = d.resolve()
+    return d == Path(d.anchor) or d.parent == Path(d.anchor) or d == Path.home().resolve()
+
+
+def own_files(d: Path, kind: str) -> list[Path]:
+    """The files under ``d`` that a run of ``kind`` writes (:data:`OWN_FILES`), plus its marker."""
+    found = {p for pat in OWN_FILES[kind] for p in d.glob(pat) if p.is_file() or p.is_symlink()}
+    return sorted(found | {p for p in (d / MARKER,) if p.is_file()})
+
+
+def _entries(d: Path) -> list[str]:
+    return sorted(e for e in os.listdir(d) if e != LOCK) if d.is_dir() else []
+
+
+def read_marker(d: Path) -> dict | None:
+    """The marker of a voxinv run directory (``None`` when there is none or it is unreadable)."""
+    try:
+        data = json.loads((d / MARKER).read_text())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class Claim:
+    """A run directory held by this process (see :func:`claim`); ``release()`` (or process exit) frees it."""
+
+    def __init__(self, path: Path, kind: str, fd: int | None, state: str):
+        self.path, self.kind, self.fd, self.state = path, kind, fd, state  # state: fresh | resume | overwrite
+        self.prepared = False
+        self.cache: dict = {}  # what the preflight found (the target source), reused by the run
+
+    def prepare(self, keep_hydra: bool = False) -> None:
+        """Once the inputs are valid: remove the old run's own files (``overwrite``; ``keep_hydra``: not
+        Hydra's, when Hydra has already written this run's) and write the marker."""
+        if self.prepared:
+            return
+        if self.state == "overwrite":
+            for p in own_files(self.path, self.kind):
+                if not (keep_hydra and _hydra_file(p, self.path)):
+                    p.unlink(missing_ok=True)
+            for sub in sorted((p for p in self.path.rglob("*") if p.is_dir()), key=lambda p: -len(p.parts)):
+                try:
+                    sub.rmdir()  # only directories the removal left empty (rmdir never removes content)
+                except OSError:
+                    pass
+        if self.state != "resume" or read_marker(self.path) is None:
+            marker = {"kind": self.kind, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "pid": os.getpid()}
+            write_json(self.path / MARKER, marker)
+        self.prepared = True
+
+    def release(self) -> None:
+        _CLAIMS.pop(self.path, None)
+        if self.fd is not None:
+            os.close(self.fd)  # closing releases the flock
+            self.fd = None
+
+    def __enter__(self) -> Claim:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.release()
+
+
+_CLAIMS: dict[Path, Claim] = {}  # run directories held by this process
+
+
+def held(d: str | Path) -> Claim | None:
+    """This process's claim on ``d``, if any."""
+    return _CLAIMS.get(Path(d).absolute())
+
+
+def release(d: str | Path) -> None:
+    """Release this process's claim on ``d`` (a no-op when there is none)."""
+    c = held(d)
+    if c is not None:
+        c.release()
+
+
+def _hydra_file(p: Path, d: Path) -> bool:
+    return p.relative_to(d).parts[0] == HYDRA_DIR or (p.parent == d and p.suffix == ".log")
+
+
+def _refusal(d: Path, kind: str, resume: bool, overwrite: bool) -> tuple[str | None, str]:
+    """(the one-line refusal or None, the claim's state) for directory ``d`` as it is now."""
+    entries = _entries(d)
+    if not entries or set(entries) <= HYDRA_ONLY and not (d / CONFIG).exists():
+        return None, "fresh"
+    marker = read_marker(d)
+    legacy = marker is None and (d / CONFIG).is_file() and (d / METRICS).is_file() | (d / LAST_CKPT).is_file()
+    theirs = marker.get("kind") if marker else (kind if legacy else None)  # legacy: a run from before markers
+    if theirs == kind:
+        if resume:
+            return None, "resume"
+        if overwrite:
+            return None, "overwrite"
+        done = "finished" if (d / METRICS).is_file() else "unfinished"
+        return (
+            f"run directory {d} already holds a {done} voxinv run: resume=true continues it, overwrite=true replaces "
+            "it (only its own files are removed), or pass hydra.run.dir=<a new directory>"
+        ), ""
+    if overwrite:
+        return None, "overwrite"
+    what = (
+        f"a voxinv {theirs} run"
+        if theirs
+        else f"{len(entries)} entries that are not a voxinv run (e.g. {entries[0]!r})"
+    )
+    return (
+        f"run directory {d} is not empty, it holds {what}: pass hydra.run.dir=<a new or empty directory>, or "
+        "overwrite=true (removes only voxinv's own files, never anything else)"
+    ), ""
+
+
+def claim(d: str | Path, kind: str, *, resume: bool = False, overwrite: bool = False) -> Claim:
+    """Claim run directory ``d`` for a run of ``kind`` ("invert" | "train_encoder"); :class:`RunDirError`
+    (one line) when it may not be used: a system or home directory, in use by another run (lock), or
+    holding anything but a run of this kind (unless ``resume`` of it, or ``overwrite``). Call
+    :meth:`Claim.prepare` once the inputs are validated; nothing is removed or written before that
+    except the directory itself and its lock file."""
+    d = Path(d).absolute()
+    if d in _CLAIMS:  # claimed earlier by this process (Hydra's callback, then the run)
+        return _CLAIMS[d]
+    if dangerous(d):
+        raise RunDirError(
+            f"refusing to use {d} as a run directory (a system or home directory): pass hydra.run.dir=<a new directory>"
+        )
+    why, _ = _refusal(d, kind, resume, overwrite)
+    if why:
+        raise RunDirError(why)
+    try:
+        write_probe(d)
+    except OSError as e:
+        raise RunDirError(
+            f"run directory {d} is not writable ({e.strerror}): pass hydra.run.dir=<a writable directory>"
+        ) from None
+    fd = _lock(d)
+    why, state = _refusal(d, kind, resume, overwrite)  # again under the lock: a run may have finished meanwhile
+    if why:
+        if fd is not None:
+            os.close(fd)
+        raise RunDirError(why)
+    c = _CLAIMS[d] = Claim(d, kind, fd, state)
+    return c
+
+
+def _lock(d: Path) -> int | None:
+    try:
+        import fcntl
+    except ImportError:  # Windows: no advisory locks
+        return None
+    fd = os.open(d / LOCK, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as e:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "?"
+        os.close(fd)
+        if e.errno in (errno.EAGAIN, errno.EACCES, errno.EWOULDBLOCK):
+            raise RunDirError(
+                f"run directory {d} is in use by another voxinv run (pid {holder}): wait for it to finish or pass "
+                "hydra.run.dir=<another directory>"
+            ) from None
+        raise
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
+from voxinv import rundir
 from voxinv.invert.guard import resume_checkpoint
 from voxinv.invert.module import _Frozen
 from voxinv.run import CONF_DIR
@@ -480,15 +481,8 @@ def initial_encoder(cfg: DictConfig, codec: VoxtralCodec, recs: list[Recording],
     return encoder
 
 
-def train(cfg: DictConfig, out: Path) -> dict:
-    """Everything one training run does; returns metrics.json's content."""
-    from pytorch_lightning.callbacks import ModelCheckpoint
-
-    from voxinv.invert.loggers import build_logger, is_wandb
-    from voxinv.voxtral.checkpoint import Checkpoint
-    from voxinv.voxtral.codec import load_codec
-
-    t_start = time.time()
+def check_sources(cfg: DictConfig) -> tuple[list, list]:
+    """The training and validation files (speaker-disjoint); one-line errors before anything is written."""
     d = cfg.data
     train_files = list_sources(d.sources, d.speakers, d.exclude_speakers)
     val_files = list_sources(cfg.val.sources, cfg.val.speakers, cfg.val.exclude_speakers) if cfg.val.sources else []
@@ -497,9 +491,38 @@ def train(cfg: DictConfig, out: Path) -> dict:
         raise ValueError(
             f"validation speakers {shared} are also in the training data: add them to data.exclude_speakers"
         )
-    out.mkdir(parents=True, exist_ok=True)
+    return train_files, val_files
+
+
+def train(cfg: DictConfig, out: Path) -> dict:
+    """Everything one training run does; returns metrics.json's content."""
+    from hydra.core.hydra_config import HydraConfig
+
+    from voxinv.invert.guard import preflight
+
+    t_start = time.time()
+    mine = rundir.held(out) is None  # else Hydra's callback claimed it
+    claim = preflight(cfg, out, "train_encoder", hydra_written=HydraConfig.initialized())
+    train_files, val_files = claim.cache["sources"]
+    try:
+        return _train(cfg, out, train_files, val_files, t_start)
+    finally:
+        if mine:
+            claim.release()
+
+
+def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float) -> dict:
+    from pytorch_lightning.callbacks import ModelCheckpoint
+
+    from voxinv.invert.callbacks import AtomicCheckpointIO
+    from voxinv.invert.guard import check_resume_file
+    from voxinv.invert.loggers import build_logger, is_wandb
+    from voxinv.voxtral.checkpoint import Checkpoint, CheckpointError, load_plain
+    from voxinv.voxtral.codec import load_codec
+
+    d = cfg.data
     cfg.paths.output_dir = str(out)  # the run directory (Hydra's, or the caller's) for paths.* / logger
-    (out / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    rundir.atomic_write(out / rundir.CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)
     device = pick_device(cfg.device)
 
@@ -510,7 +533,13 @@ def train(cfg: DictConfig, out: Path) -> dict:
     length = int(d.crop_frames) * spf
     world = int(cfg.trainer.devices) if str(cfg.trainer.devices).isdigit() else 1
     resume = resume_checkpoint(cfg, out)
-    done = int(torch.load(resume, map_location="cpu", weights_only=False)["global_step"]) if resume else 0
+    state = None
+    if resume:
+        check_resume_file(resume)  # tensors and plain data only: a pickle never runs code here
+        state = load_plain(resume)
+        if not isinstance(state, dict) or not isinstance(state.get("global_step"), int):
+            raise CheckpointError(f"resume={resume}: not a train_encoder checkpoint (no global_step)")
+    done = int(state["global_step"]) if state else 0
     n_items = max(0, int(cfg.steps) - done) * int(cfg.batch_size) * world
     crops = RandomCrops(
         recs, n_items, length, d.gain_db, float(d.min_rms_db), int(cfg.seed), offset=done * int(cfg.batch_size) * world
@@ -536,10 +565,6 @@ def train(cfg: DictConfig, out: Path) -> dict:
         len({r.speaker for r in recs}),
         len(val_files[: int(cfg.val.n_crops)]),
     )
-    if resume is None and (out / "checkpoints").is_dir():
-        import shutil
-
-        shutil.rmtree(out / "checkpoints")
     every = int(cfg.val_every)
     logger = build_logger(cfg, resume=resume is not None)
     trainer = pl.Trainer(
@@ -557,6 +582,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
             ValMedia(out),
         ],
         accelerator="gpu" if device.type == "cuda" else "cpu",
+        plugins=[AtomicCheckpointIO()],
         gradient_clip_val=float(cfg.optim.grad_clip) or None,
         val_check_interval=every if (val_loader is not None and 0 < every < int(cfg.steps)) else None,
         check_val_every_n_epoch=None if (val_loader is not None and 0 < every < int(cfg.steps)) else 1,
@@ -565,16 +591,17 @@ def train(cfg: DictConfig, out: Path) -> dict:
         **cfg.trainer,
     )
     if n_items:
-        trainer.fit(module, loader, val_loader, ckpt_path=resume)
+        trainer.fit(module, loader, val_loader, ckpt_path=resume, weights_only=True)
     elif resume:
         log.info("resume: %s already holds all %d steps: exporting it", resume, int(cfg.steps))
-        state = torch.load(resume, map_location="cpu", weights_only=False)
         module.load_state_dict(state["state_dict"])
         module.on_load_checkpoint(state)
     if not trainer.is_global_zero:
         return {}
 
-    # export, then prove the file loads through load_codec and encodes exactly as trained
+    # export, then prove the file loads through load_codec and encodes exactly as trained; metrics.json
+    # goes first and comes back last, so a half-exported run never looks finished
+    rundir.metrics_path(out).unlink(missing_ok=True)
     enc_path = save_encoder(module.encoder.cpu(), out / "encoder.safetensors", to_dtype(cfg.export.dtype))
     metrics: dict = {
         "encoder": str(enc_path),
@@ -624,15 +651,14 @@ def train(cfg: DictConfig, out: Path) -> dict:
 def main(cfg: DictConfig) -> None:
     from hydra.core.hydra_config import HydraConfig
 
-    from voxinv.audio import AudioError
-    from voxinv.voxtral.checkpoint import CheckpointError
+    from voxinv.invert.guard import exit_on_bad_input
 
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
-        train(cfg, out)
-    except (CheckpointError, AudioError, FileNotFoundError, ValueError) as e:
-        print(f"voxinv: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        with exit_on_bad_input():  # bad input: one line, exit 2; a full disk: one line, exit 3
+            train(cfg, out)
+    finally:
+        rundir.release(out)
 
 
 if __name__ == "__main__":

@@ -112,7 +112,7 @@ def test_csv_resume_appends(tmp_path, monkeypatch):
 def test_csv_fresh_run_in_a_used_directory_starts_over(tmp_path):
     out = tmp_path / "run"
     R.run(cfg_of("steps=3"), out)
-    m = R.run(cfg_of("steps=2", "seed=1"), out)  # resume=false: a new run
+    m = R.run(cfg_of("steps=2", "seed=1", "overwrite=true"), out)  # a new run replacing the old one
     rows = _csv(out)
     _check_evals(rows, m["history"])
     assert int(rows[-1]["step"]) == 2 and sum("final/si_sdr" in r for r in rows) == 1
@@ -200,7 +200,7 @@ def test_wandb_fresh_run_gets_a_new_id(tmp_path, wandb_offline):
     out = tmp_path / "run"
     R.run(cfg_of("logger=wandb", "steps=1"), out)
     first = (out / "wandb-run-id").read_text()
-    R.run(cfg_of("logger=wandb", "steps=1"), out)
+    R.run(cfg_of("logger=wandb", "steps=1", "overwrite=true"), out)
     assert (out / "wandb-run-id").read_text() != first
 
 

@@ -167,9 +167,12 @@ BAD = {
     "missing": (None, r"audio file .*missing\.wav does not exist"),
     "garbage": (_garbage, r"cannot read audio .*garbage\.wav .*convert it to WAV/FLAC/OGG"),
     "silent": (_silent, r"audio .*silent\.wav is silent \(RMS .* dBFS"),
-    # 50 ms in, ~40 ms after trimming (trim_silence drops the last partial 20 ms hop)
-    "short": (_short, r"short\.wav is \d+ ms long; at least one 80 ms frame \(1920 samples\) is needed"),
-    "blip": (_blip, r"blip\.wav is 40 ms long; at least one 80 ms frame"),
+    # the file's length, then what trimming left (trim_silence may drop the last partial 20 ms hop)
+    "short": (
+        _short,
+        r"short\.wav is 50 ms long( \(\d+ ms after trimming silence\))?; at least one 80 ms frame \(1920",
+    ),
+    "blip": (_blip, r"blip\.wav is 1000 ms long \(40 ms after trimming silence\); at least one 80 ms frame"),
     "empty": (_empty, r"empty\.wav holds no samples"),
     "nan": (_nan, r"nan\.wav contains NaN/inf samples"),
 }
@@ -239,3 +242,70 @@ def test_cli_bad_input_is_one_line_exit_2(tmp_path, voxinv_cache):
     assert "Traceback" not in p.stderr
     assert len(lines) == 1 and lines[0].startswith("voxinv: error: cannot read audio "), p.stderr
     assert str(bad) in lines[0] and "ffmpeg" in lines[0]
+
+
+# ------------------------------------------------------------------- long files: speech, not energy
+def _speech_then_noise(path: Path, speech_s: float, noise_s: float, sr: int = 48000) -> None:
+    """Speech-like sound (experiments/bench_long_recording.py), then white noise at −6 dB RMS, stereo."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "blr", Path(R.CONF_DIR).parents[1] / "experiments" / "bench_long_recording.py"
+    )
+    blr = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(blr)
+    x = blr.speech_like(speech_s, sr)
+    noise = np.random.default_rng(1).standard_normal(int(noise_s * sr)) * np.sqrt(np.mean(x[x != 0] ** 2)) * 0.5
+    y = np.concatenate([x, noise.astype(np.float32)])
+    sf.write(str(path), np.stack([y, y], 1), sr, subtype="PCM_16")
+
+
+def test_long_file_window_is_chosen_by_voice_activity(tmp_path, codec, caplog):
+    """10 s of speech then 20 s of loud noise: the window holds the speech (the energy rule took the noise)."""
+    _speech_then_noise(tmp_path / "long.wav", 10.0, 20.0)
+    with caplog.at_level("WARNING"):
+        t = _from_file(tmp_path / "long.wav", codec, max_seconds=12.0)
+    a, b = t.info["selected_seconds"]
+    assert t.info["selected_by"] == "vad" and a <= 0.5 and b - a == pytest.approx(12.0)
+    assert "by voice activity (webrtcvad)" in caplog.text and "of the file" in caplog.text
+    assert t.n_frames == 150 and t.info["input_samples"] == 30 * 24000
+
+
+def test_long_file_reads_only_the_kept_span(tmp_path, codec, monkeypatch):
+    """The whole file is never read at once: only blocks (scan) and the selected span (read_span)."""
+    import voxinv.audio as A
+
+    _speech_then_noise(tmp_path / "long.wav", 10.0, 30.0)  # 40 s: longer than one 30 s scan block
+    reads = []
+    real_read = sf.SoundFile.read
+
+    def spy(self, frames=-1, *a, **kw):
+        reads.append(frames)
+        return real_read(self, frames, *a, **kw)
+
+    monkeypatch.setattr(sf.SoundFile, "read", spy)
+    t = _from_file(tmp_path / "long.wav", codec, max_seconds=12.0)
+    assert max(reads) <= 30 * 48000 and 0 < reads[-1] <= (12.0 + 0.1) * 48000, reads  # blocks, then 12 s + margins
+    ref = A.resample(torch.from_numpy(sf.read(str(tmp_path / "long.wav"), dtype="float32")[0].mean(1)), 48000, 24000)
+    a = int(round(t.info["selected_seconds"][0] * 24000))
+    seg = ref[a : a + 12 * 24000]
+    got = t.wav * (seg.abs().max() / t.wav.abs().max())
+    assert float((got - seg)[2400:-2400].abs().max()) < 2e-3  # the same samples (resampler edges aside)
+
+
+def test_long_file_without_webrtcvad_falls_back_to_level(tmp_path, codec, monkeypatch, caplog):
+    import voxinv.audio as A
+
+    monkeypatch.setattr(A, "vad", lambda mode=3: None)
+    _speech_then_noise(tmp_path / "long.wav", 2.0, 4.0)
+    with caplog.at_level("WARNING"):
+        t = _from_file(tmp_path / "long.wav", codec, max_seconds=2.0)
+    assert t.info["selected_by"] == "level" and "webrtcvad is not installed" in caplog.text
+
+
+def test_stereo_channels_that_cancel_are_not_called_silent(tmp_path, codec, caplog):
+    x = _tone(0.5, 24000)
+    sf.write(str(tmp_path / "lr.wav"), np.stack([x, -x], 1), 24000, subtype="FLOAT")
+    with caplog.at_level("WARNING"):
+        t = _from_file(tmp_path / "lr.wav", codec, peak=None)
+    assert "channels cancel" in caplog.text and float(t.wav.abs().max()) == pytest.approx(float(np.abs(x).max()))

@@ -140,3 +140,11 @@ class EarlyStop(pl.Callback):
         objs = [h["objective"] for h in module.history]
         if evals_since_improvement(objs, self.min_rel_delta) >= self.patience:
             trainer.should_stop = True
+
+
+class AtomicCheckpointIO(pl.plugins.io.TorchCheckpointIO):
+    """Checkpoints written like every run file (:func:`voxinv.rundir.atomic_write`: a temporary sibling,
+    fsync, rename): a full disk or a kill mid-write leaves the last good ``last.ckpt`` in place."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        rundir.atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))

@@ -48,6 +48,8 @@ def export_run(
     from voxinv.eval.metrics import code_recovery, signal_metrics
 
     out.mkdir(parents=True, exist_ok=True)
+    # metrics.json goes first and is written last: a half-exported run (killed, disk full) never looks finished
+    rundir.metrics_path(out).unlink(missing_ok=True)
     sr = codec.sampling_rate
     save_codes(out / rundir.CODES, codes, frame_rate=codec.args.frame_rate, model=str(ckpt.path), target=target.name)
     rec = codec.decode_windowed(codes.T[None].to(next(codec.parameters()).device))[0, 0].float().cpu()
@@ -64,7 +66,9 @@ def export_run(
         "voice": {"rows": int(voice.shape[0]), "dim": int(voice.shape[1])},
         **extra,
     }
-    if target.codes is not None:
+    if target.codes is None:
+        (out / rundir.TRUE_CODES).unlink(missing_ok=True)  # never another target's codes beside these
+    else:
         save_codes(out / rundir.TRUE_CODES, target.codes, frame_rate=codec.args.frame_rate)
         metrics["truth"] = code_recovery(codes, target.codes, table=table, audio_args=ckpt.params.audio)
     rundir.write_metrics(out, metrics)
@@ -101,6 +105,7 @@ def export(job: Inversion, t_start: float) -> dict:
         "model": str(m.ckpt.path),
         "loss_models": sorted(k for k, w in weights.items() if w > 0),
         "stopped": job.stopped,
+        "exit_code": job.exit_code,  # guard.EXIT_*: 0 finished, 3 failed, 128 + signal interrupted
         "history": module.history,
     }
     return export_run(job.out, codes=best["codes"], codec=m.eval_codec, target=job.target, ckpt=m.ckpt, extra=extra)

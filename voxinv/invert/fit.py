@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import logging
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,7 +12,6 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
-from voxinv import rundir
 from voxinv.invert.losses import LossSuite
 from voxinv.invert.params import CodeParams
 from voxinv.invert.target import Target, TargetSource
@@ -42,6 +40,7 @@ class Inversion:
     module: InversionModule | None = None  # set by fit (export makes one when fitting never started)
     trainer: pl.Trainer | None = None
     stopped: str | None = None  # why it stopped early (metrics.json ``stopped``)
+    exit_code: int = 0  # the process's exit status (guard.EXIT_*: interrupted 128 + signal, failed 3)
 
 
 def build(cfg: DictConfig, out: Path, model: Model, source: TargetSource, device: torch.device) -> Inversion:
@@ -98,14 +97,12 @@ def fit(job: Inversion, resume: str | None) -> None:
     ``job.trainer`` and ``job.stopped`` (why it stopped early, or ``None``)."""
     import pytorch_lightning as pl
 
-    from voxinv.invert.guard import check_resume_file
+    from voxinv.invert.callbacks import AtomicCheckpointIO
+    from voxinv.invert.guard import EXIT_FAILED, check_resume_file, disk_error, disk_message, interrupt_code
     from voxinv.invert.loggers import build_logger, quiet_lightning
     from voxinv.invert.module import NonFiniteLoss, Steps, trainer_settings
 
-    cfg, out, device = job.cfg, job.out, job.device
-    if resume is None and (out / rundir.CHECKPOINTS).is_dir():  # a fresh run into a used dir: old checkpoints go
-        log.info("fresh run (resume=false): removing old checkpoints in %s", out / rundir.CHECKPOINTS)
-        shutil.rmtree(out / rundir.CHECKPOINTS)
+    cfg, device = job.cfg, job.device
     module = make_module(job)
     quiet_lightning()
     logger = build_logger(cfg, resume=resume is not None)
@@ -118,6 +115,7 @@ def fit(job: Inversion, resume: str | None) -> None:
         callbacks=callbacks,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
+        plugins=[AtomicCheckpointIO()],
         **trainer_settings(cfg.trainer, device),
     )
     loader = torch.utils.data.DataLoader(Steps(int(cfg.steps)), batch_size=None, shuffle=False)
@@ -128,10 +126,17 @@ def fit(job: Inversion, resume: str | None) -> None:
         trainer.fit(module, loader, ckpt_path=resume, weights_only=True)
     except NonFiniteLoss as e:
         stopped = f"{e}; kept the last codes with a finite loss"
+        job.exit_code = EXIT_FAILED
+        log.error("stopping: %s", stopped)
+    except OSError as e:  # a full disk while checkpointing: the previous checkpoint is intact (atomic writes)
+        if not disk_error(e):
+            raise
+        stopped, job.exit_code = f"failed at step {trainer.global_step}: {disk_message(e)}", EXIT_FAILED
         log.error("stopping: %s", stopped)
     except SystemExit:  # Lightning answers Ctrl-C with sys.exit(1): export what there is instead
         if not trainer.interrupted:
             raise
     if trainer.interrupted and stopped is None:
         stopped = f"interrupted at step {trainer.global_step}; exported the current codes"
+        job.exit_code = interrupt_code()
     job.module, job.trainer, job.stopped = module, trainer, stopped

@@ -283,10 +283,7 @@ def _read_list(path: Path) -> list:
 
 def _writable(d: Path) -> None:
     try:
-        d.mkdir(parents=True, exist_ok=True)
-        probe = d / ".voxinv-write-test"
-        probe.write_text("")
-        probe.unlink()
+        rundir.write_probe(d)  # a probe name of its own per process: shards share this directory
     except OSError as e:
         raise ManifestError(f"target.output_dir={d} is not writable ({e.strerror})") from None
 

@@ -2,9 +2,11 @@
 
 * ``file``: any soundfile-readable recording → mono 24 kHz, optional silence trim, peak-normalised
   to the level of real preset decodes (≈ 0.08), zero-padded at the end to a whole frame (the pad is
-  recorded, never a silent truncation). Length policy: a recording longer than ``max_seconds`` is cut
-  to the ``max_seconds`` window with the most active (speech-level) 20 ms frames, and a warning says
-  which part was used; ``max_seconds=None`` inverts the whole file (cost grows with its length).
+  recorded, never a silent truncation). Length policy: a recording longer than ``max_seconds`` is
+  scanned in blocks and cut to the ``max_seconds`` window with the most speech (20 ms frames that
+  webrtcvad calls speech and that are within ``trim_db`` of the loudest; by level alone when webrtcvad
+  is missing or finds none), and only that span is read and resampled; a warning says which part was
+  used. ``max_seconds=None`` inverts the whole file (cost grows with its length).
 * ``preset``: a preset voice of the model, decomposed into codes and decoded — in-gamut, codes known.
 * ``synthetic``: random codes through the decoder — codes known (oracle experiments).
 
@@ -18,9 +20,20 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from voxinv.audio import AudioError, check_not_silent, normalize_peak, read_audio, trim_silence
+from voxinv.audio import (
+    FRAME_S,
+    AudioError,
+    check_not_silent,
+    normalize_peak,
+    open_audio,
+    read_audio,
+    read_span,
+    scan,
+    trim_silence,
+)
 from voxinv.voxtral.codec import VoxtralCodec
 
 log = logging.getLogger(__name__)
@@ -35,10 +48,11 @@ class Target:
     info: dict = field(default_factory=dict)
 
 
-def _frames_for(wav: torch.Tensor, spf: int, name: str) -> tuple[torch.Tensor, int, int]:
+def _frames_for(wav: torch.Tensor, spf: int, name: str, sr: int, n_in: int) -> tuple[torch.Tensor, int, int]:
     if wav.numel() < spf:
+        trimmed = f" ({1000 * wav.numel() / sr:.0f} ms after trimming silence)" if wav.numel() < n_in else ""
         raise AudioError(
-            f"{name} is {1000 * wav.numel() / 24000:.0f} ms long; at least one 80 ms frame ({spf} samples) is needed"
+            f"{name} is {1000 * n_in / sr:.0f} ms long{trimmed}; at least one 80 ms frame ({spf} samples) is needed"
         )
     n_frames = -(-wav.numel() // spf)  # ceil: the tail is padded, never dropped
     pad = n_frames * spf - wav.numel()
@@ -61,50 +75,67 @@ def load_file(
     max_seconds: float | None,
 ) -> Target:
     """Read and check a recording → target at ``sr`` Hz in whole ``spf``-sample frames (see module docstring)."""
-    wav = read_audio(path, sr)
-    check_not_silent(wav, f"audio {path}")
-    n_in = wav.numel()
-    if trim:
-        wav = trim_silence(wav, sr, trim_db)
-    info: dict = {"source": str(path), "input_samples": n_in, "trimmed_samples": n_in - wav.numel()}
-    if max_seconds is not None:
-        if max_seconds * sr < spf:
-            raise AudioError(f"target.max_seconds={max_seconds} is shorter than one 80 ms frame")
-        if wav.numel() > max_seconds * sr:
-            n = int(max_seconds * sr) // spf * spf  # whole frames
-            a = most_active_window(wav, sr, n, trim_db)
-            log.warning(
-                "target %s: %.1f s after trimming; inverting the %.2f s with the most speech (%.2f–%.2f s of "
-                "the trimmed audio; target.max_seconds=%s, target.max_seconds=null inverts the whole file)",
-                path,
-                wav.numel() / sr,
-                n / sr,
-                a / sr,
-                (a + n) / sr,
-                max_seconds,
-            )
-            info["selected_seconds"] = [round(a / sr, 3), round((a + n) / sr, 3)]
-            wav = wav[a : a + n]
+    if max_seconds is not None and max_seconds * sr < spf:
+        raise AudioError(f"target.max_seconds={max_seconds} is shorter than one 80 ms frame")
+    with open_audio(path) as f:
+        seconds = f.frames / f.samplerate
+    if max_seconds is not None and seconds > max_seconds:
+        wav, info = _long_file(path, sr, spf, trim, trim_db, max_seconds)
+    else:
+        wav = read_audio(path, sr)
+        check_not_silent(wav, f"audio {path}")
+        n_in = wav.numel()
+        if trim:
+            wav = trim_silence(wav, sr, trim_db)
+        info = {"source": str(path), "input_samples": n_in, "trimmed_samples": n_in - wav.numel()}
     if peak is not None:
         wav = normalize_peak(wav, peak)
-    wav, n_frames, pad = _frames_for(wav, spf, f"audio {path}")
+    wav, n_frames, pad = _frames_for(wav, spf, f"audio {path}", sr, info["input_samples"])
     info["pad_samples"] = pad
     return Target(wav=wav, n_frames=n_frames, name=Path(path).stem, info=info)
 
 
-def most_active_window(wav: torch.Tensor, sr: int, n: int, threshold_db: float, frame_ms: float = 20.0) -> int:
-    """Start sample of the ``n``-sample window holding the most frames within ``threshold_db`` of the
-    loudest 20 ms frame (speech-level energy); the earliest such window on ties."""
-    hop = max(1, int(sr * frame_ms / 1000))
-    m = wav.numel() // hop
-    rms = wav[: m * hop].view(m, hop).pow(2).mean(-1).sqrt()
-    active = (20 * torch.log10(rms.clamp_min(1e-12) / rms.max().clamp_min(1e-12)) > threshold_db).double()
-    w = max(1, n // hop)
-    if m <= w:
-        return 0
-    counts = torch.nn.functional.pad(active.cumsum(0), (1, 0))
-    score = counts[w:] - counts[:-w]  # [m - w + 1] active frames per window start
-    return min(int(score.argmax()) * hop, wav.numel() - n)
+def _long_file(path, sr: int, spf: int, trim: bool, trim_db: float, max_seconds: float) -> tuple[torch.Tensor, dict]:
+    """A recording longer than ``max_seconds``: scanned in blocks (voice activity per 20 ms frame), then
+    only the ``max_seconds`` window (whole frames) with the most speech frames is read and resampled."""
+    s = scan(path)
+    n_in = int(round(s.frames * sr / s.samplerate))
+    rms = s.rms
+    whole_rms = float(np.sqrt(np.mean(np.square(rms)))) if len(rms) else 0.0
+    check_not_silent(torch.tensor([whole_rms]), f"audio {path}")  # the RMS of the whole file, as for short ones
+    db = 20 * np.log10(np.maximum(rms, 1e-12) / max(rms.max(), 1e-12))
+    level = db > trim_db
+    loud = np.flatnonzero(level)
+    lo, hi = (int(loud[0]), int(loud[-1]) + 1) if trim and len(loud) else (0, len(rms))  # trimmed, 20 ms frames
+    n = int(max_seconds * sr) // spf * spf  # whole frames
+    w = int(round(n / sr / FRAME_S))
+    info: dict = {"source": str(path), "input_samples": n_in, "trimmed_samples": n_in - int((hi - lo) * FRAME_S * sr)}
+    if hi - lo <= w:  # the trimmed audio fits: all of it
+        return read_span(path, sr, lo * FRAME_S, (hi - lo) * FRAME_S, s.channel), info
+    how = "voice activity (webrtcvad)"
+    active = level & s.speech if s.speech is not None else None
+    if active is None or not active[lo:hi].any():
+        why = "webrtcvad is not installed" if s.speech is None else "webrtcvad found no speech"
+        log.warning("target %s: %s; choosing the window by level (frames within trim_db of the loudest)", path, why)
+        active, how = level, "level"
+    counts = np.concatenate([[0], np.cumsum(active[lo:hi], dtype=np.int64)])
+    a = lo + int(np.argmax(counts[w:] - counts[:-w]))  # the earliest window with the most active frames
+    t0, t1 = a * FRAME_S, a * FRAME_S + n / sr
+    log.warning(
+        "target %s: %.1f s (%.1f s after trimming); inverting the %.2f s with the most speech by %s (%.2f–%.2f s "
+        "of the file; target.max_seconds=%s, target.max_seconds=null inverts the whole file)",
+        path,
+        s.frames / s.samplerate,
+        (hi - lo) * FRAME_S,
+        n / sr,
+        how,
+        t0,
+        t1,
+        max_seconds,
+    )
+    info["selected_seconds"] = [round(t0, 3), round(t1, 3)]
+    info["selected_by"] = "vad" if how != "level" else "level"
+    return read_span(path, sr, t0, n / sr, s.channel), info
 
 
 @torch.no_grad()

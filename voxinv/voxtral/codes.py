@@ -139,6 +139,11 @@ def load_codes(path: str | Path, fmt: str | None = None) -> torch.Tensor:
     if not isinstance(codes, torch.Tensor):
         raise CodesError(f"{path} does not hold a tensor")
     if (fmt or "raw") == "model":
+        if codes.dim() == 2 and codes.shape[-1] == 37 and not bool((codes[:, 0] == END_AUDIO).any()):
+            raise CodesError(
+                f"{path}: model-format codes end with an END frame ([1, 0, …]) and these have none: they look like "
+                "raw 0-based codes (decoding them as model format would shift every code by 2); use --format raw"
+            )
         codes = to_raw(strip_end(codes.long()))
     elif fmt not in (None, "raw"):
         raise CodesError(f"unknown codes format {fmt!r}: expected 'raw' or 'model'")

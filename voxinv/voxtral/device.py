@@ -6,11 +6,13 @@ without importing torch.
 
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import torch
 
+DEVICE_NAME = re.compile(r"auto|cpu|cuda(:\d+)?|mps")  # what device= / --device accept
 DTYPES = {"float32": "float32", "fp32": "float32", "bfloat16": "bfloat16", "bf16": "bfloat16"}  # name → torch attr
 
 
@@ -30,6 +32,8 @@ def pick_device(name: str | None = "auto", option: str = "device=") -> torch.dev
 
     if name in (None, "auto"):
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if not DEVICE_NAME.fullmatch(str(name)):
+        raise CheckpointError(f"{option}{name}: not a device; use auto, cpu, cuda or cuda:N")
     dev = torch.device(name)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise CheckpointError(f"{option}{name}: CUDA is not available here; use {option}cpu")

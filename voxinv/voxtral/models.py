@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import tempfile
@@ -14,6 +15,8 @@ import torch
 
 from voxinv.voxtral.checkpoint import Checkpoint
 from voxinv.voxtral.codec import VoxtralCodec
+
+log = logging.getLogger("voxinv")
 
 
 @dataclass
@@ -41,6 +44,12 @@ def model_path(m: Any) -> str:
         make = lambda d: make_proxy(d, assets, seed=int(m.tiny_seed))  # noqa: E731
     else:
         raise ValueError("model.path is required (a local directory or a Hugging Face repo id)")
+    if (path / "consolidated.safetensors").is_file() and not _intact(path / "consolidated.safetensors"):
+        # a generated cache cut short (full disk, killed copy): it is ours to regenerate, not to download
+        log.warning("generated model cache %s is truncated or corrupt: regenerating it", path)
+        trash = path.with_name(f".{path.name}.corrupt.{os.getpid()}")
+        os.replace(path, trash)
+        shutil.rmtree(trash, ignore_errors=True)
     if not (path / "consolidated.safetensors").is_file():
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{m.name}-"))
@@ -50,6 +59,18 @@ def model_path(m: Any) -> str:
         except OSError:  # another process made it first
             shutil.rmtree(tmp, ignore_errors=True)
     return str(path)
+
+
+def _intact(f: Path) -> bool:
+    """The safetensors file opens and its header's tensors fit in the file."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(f), framework="pt") as h:
+            h.keys()
+        return True
+    except (SafetensorError, OSError):
+        return False
 
 
 def load_model(m: Any, device: torch.device) -> Model:

@@ -29,6 +29,13 @@ def load_voice(path: str | Path) -> torch.Tensor:
     path = Path(path)
     if not path.is_file():
         raise VoiceError(f"voice file {path} does not exist")
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if path.suffix.lower() in (".wav", ".flac", ".ogg", ".mp3") or magic in (b"RIFF", b"fLaC", b"OggS"):
+        raise VoiceError(
+            f"{path} is audio, not a voice prompt (.pt): make a voice from it with "
+            f"`voxinv invert target.path={path}` (its run directory holds voice.pt)"
+        )
     try:
         v = load_plain(path)
     except Exception as e:
