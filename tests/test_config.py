@@ -172,7 +172,7 @@ def test_defaults():
     cfg = _compose()
     assert cfg.model.name == "voxtral" and cfg.model.path == "mistralai/Voxtral-4B-TTS-2603"
     assert cfg.target.kind == "file" and cfg.target.path is None and cfg.init.kind == "random"
-    assert cfg.codes.semantic == "softmax_ste" and cfg.logger._target_ == "voxinv.invert.loggers.CSVLogger"
+    assert cfg.codes.semantic == "softmax_ste" and cfg.logger.csv._target_ == "voxinv.invert.loggers.CSVLogger"
     assert set(cfg.callbacks) == {"checkpoint", "eval_logger", "progress_bar", "early_stop"}
     assert dict(cfg.loss.weights) == {"stft": 1.0, "mel": 1.0}
     assert _compose("target=synthetic").target.seed == cfg.seed  # ${seed}

@@ -8,7 +8,6 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 
-from voxinv import rundir
 from voxinv.invert import loggers as L
 
 
@@ -54,11 +53,11 @@ class EvalLogger(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # runs before the module's on_train_start (the step-0 evaluation) and after a checkpoint restore
-        L.start_at(trainer.loggers, int(trainer.global_step))
+        L.start_at(trainer.loggers, int(trainer.global_step), list(getattr(module, "history", [])))
 
     def on_evaluation(self, trainer: pl.Trainer, module: Any, record: dict, audio: torch.Tensor) -> None:
         step = int(record["step"])
-        metrics = {f"eval/{k}": float(v) for k, v in record.items() if k not in ("step", "restart", *rundir.CLOCK_KEYS)}
+        metrics = L.eval_metrics(record)
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=step)
             lg.save()
@@ -129,10 +128,18 @@ def evals_since_improvement(objectives: list[float], min_rel_delta: float) -> in
 class EarlyStop(pl.Callback):
     """Stop when the discrete objective (``module.history``, one entry per evaluation) has not improved
     by more than ``min_rel_delta`` for ``patience`` evaluations. Stateless (read from the history), so
-    a resumed run stops where an uninterrupted one would."""
+    a resumed run stops where an uninterrupted one would; ``stopped_step`` says that it fired.
+
+    Not Lightning's ``EarlyStopping``: that checks at validation or epoch end, and an inversion is one
+    epoch without a validation loop (it would never fire mid-run); its ``min_delta`` is absolute, the
+    objective's scale differs by loss config (a relative threshold is needed)."""
 
     def __init__(self, patience: int, min_rel_delta: float):
         self.patience, self.min_rel_delta = int(patience), float(min_rel_delta)
+        self.stopped_step: int | None = None
+
+    def on_train_start(self, trainer, module):
+        self.stopped_step = None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if self.patience <= 0 or not module.history:
@@ -140,3 +147,19 @@ class EarlyStop(pl.Callback):
         objs = [h["objective"] for h in module.history]
         if evals_since_improvement(objs, self.min_rel_delta) >= self.patience:
             trainer.should_stop = True
+            self.stopped_step = int(trainer.global_step)
+
+
+def stop_reason(trainer: pl.Trainer) -> str | None:
+    """Why a fit that returned normally ended before ``max_steps``: ``max_time`` (``+trainer.max_time``,
+    Lightning's Timer) or ``early_stop`` (:class:`EarlyStop`); ``None`` when it ran all its steps."""
+    from pytorch_lightning.callbacks import Timer
+
+    if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return None
+    for cb in trainer.callbacks:
+        if isinstance(cb, EarlyStop) and cb.stopped_step is not None:
+            return "early_stop"
+        if isinstance(cb, Timer) and cb.time_remaining("train") is not None and cb.time_remaining("train") <= 0:
+            return "max_time"
+    return None

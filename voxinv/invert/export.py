@@ -81,7 +81,7 @@ def export(job: Inversion, t_start: float) -> dict:
     module = job.module if job.module is not None else make_module(job)
     steps = int(job.trainer.global_step) if job.trainer is not None else 0
     module.to(device)
-    if job.stopped and module.last_good_codes is not None:
+    if module.nonfinite and module.last_good_codes is not None:  # other stops were evaluated by fit
         module.evaluate(steps, module.last_good_codes, log=False)
     if module.best is None:
         module.evaluate(steps, log=False)
@@ -141,7 +141,10 @@ def summary(out: Path, m: dict, ckpt) -> None:
         line += f", semantic acc {m['truth']['code_sem_acc']:.1f}%, acoustic acc {m['truth']['code_ac_acc']:.1f}%"
     print(line, file=sys.stderr)
     if m.get("stopped"):
-        print(f"[voxinv] stopped early: {m['stopped']}", file=sys.stderr)
+        from voxinv.invert.fit import STOP_MESSAGES
+
+        why = STOP_MESSAGES.get(m["stopped"], m["stopped"])
+        print(f"[voxinv] stopped early at step {m['steps']}: {why}; exported the best evaluated codes", file=sys.stderr)
     elif m["steps"] == 0:
         print(f"[voxinv] steps=0: only the init ({m['init']['kind']}) ran; its codes were exported", file=sys.stderr)
     print(

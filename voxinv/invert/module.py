@@ -208,6 +208,11 @@ class InversionModule(pl.LightningModule):
         f["codes"] = torch.where(f["ok"], codes, f["codes"])
 
     @property
+    def nonfinite(self) -> bool:
+        """A loss was non-finite (the NaN watch tripped): the current codes are not a candidate."""
+        return self._finite is not None and not bool(self._finite["ok"])
+
+    @property
     def last_good_codes(self) -> torch.Tensor | None:
         """Raw codes ``[B, T, 37]`` (CPU) of the last step whose loss was finite (None before any step)."""
         f = self._finite
