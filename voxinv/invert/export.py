@@ -147,8 +147,15 @@ def summary(out: Path, m: dict, ckpt) -> None:
         print(f"[voxinv] stopped early at step {m['steps']}: {why}; exported the best evaluated codes", file=sys.stderr)
     elif m["steps"] == 0:
         print(f"[voxinv] steps=0: only the init ({m['init']['kind']}) ran; its codes were exported", file=sys.stderr)
+    from voxinv.invert.loggers import in_multirun, offline_sync_hint
+
+    if in_multirun():  # the sweep's end says it once (voxinv.invert.loggers.SweepSummary)
+        return
     print(
         f"[voxinv] deploy: voxinv register-voice --model {ckpt.path} --voice-file {out / rundir.VOICE} "
         f"--name my_voice --out OVERLAY_DIR",
         file=sys.stderr,
     )
+    hint = offline_sync_hint([out])
+    if hint:
+        print(hint, file=sys.stderr)

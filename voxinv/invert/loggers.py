@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import csv
 import logging
+import sys
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback as HydraCallback
 from pytorch_lightning.loggers import CSVLogger as _PLCSVLogger
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -114,6 +116,41 @@ def _hydra_job() -> Any:
         return HydraConfig.get()
     except ValueError:  # not under @hydra.main (tests, notebooks)
         return None
+
+
+def in_multirun() -> bool:
+    hc = _hydra_job()
+    return hc is not None and hc.mode.name == "MULTIRUN"
+
+
+def offline_sync_hint(run_dirs: list[Path], pattern: str | None = None) -> str | None:
+    """The ``wandb sync`` line for the offline W&B runs under ``run_dirs`` (None when there are none)."""
+    found = [d for r in run_dirs for d in sorted((Path(r) / "wandb").glob("offline-run-*"))]
+    if not found:
+        return None
+    what = pattern or " ".join(str(d) for d in found)
+    return f"[voxinv] W&B offline ({len(found)} run{'s' * (len(found) > 1)}): upload with `wandb sync {what}`"
+
+
+class SweepSummary(HydraCallback):
+    """Hydra callback: a multirun ends with one block (jobs' own deploy / sync lines are left out):
+    where the runs are, the report command, the deploy command and, when W&B ran offline, ``wandb sync``."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        sweep = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        runs = sorted({p.parent for p in sweep.glob(f"*/{rundir.METRICS}")})
+        lines = [f"[voxinv] sweep: {len(runs)} run(s) in {sweep}; report: python -m voxinv.report {sweep}"]
+        if runs:
+            lines.append(
+                f"[voxinv] deploy one: voxinv register-voice --model <model> --voice-file {sweep}/<job>/{rundir.VOICE} "
+                "--name my_voice --out OVERLAY_DIR"
+            )
+        hint = offline_sync_hint(runs, f"{sweep}/*/wandb/offline-run-*")
+        if hint:
+            lines.append(hint)
+        print("\n".join(lines), file=sys.stderr)
 
 
 def sweep_overrides(hc: Any) -> list[str]:
