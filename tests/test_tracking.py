@@ -74,6 +74,7 @@ def test_sigkill_then_resume_keeps_every_evaluation_once(tmp_path, cli_env, wand
     history = [(h["step"], pytest.approx(h["objective"], rel=1e-6)) for h in m["history"]]
     assert [h["step"] for h in m["history"]] == [0, 2, 4, 6, 8] and m["steps"] == 8 and m["stopped"] is None
     assert csv_evals(out) == history
+    assert m["wall_time_s"] >= m["history"][-1]["wall_s"]  # both segments, not the last one only
     if wb:
         (run_dir,) = (out / "wandb").glob("offline-run-*")  # what `wandb sync <run dir>/wandb/offline-run-*` uploads
         assert wandb_evals(run_dir, wandb_records) == history  # each once, at its own step, in order

@@ -96,7 +96,8 @@ def export(job: Inversion, t_start: float) -> dict:
         "init": job.init,
         "steps": steps,
         "seed": int(cfg.seed),
-        "wall_time_s": round(time.time() - t_start, 3),
+        # after a resume: the total over the segments (earlier ones up to the checkpoint they left)
+        "wall_time_s": round(time.time() - t_start + module.earlier_wall_s, 3),
         "device": str(device),
         "model": str(m.ckpt.path),
         "loss_models": sorted(k for k, w in weights.items() if w > 0),
