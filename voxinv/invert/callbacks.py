@@ -3,12 +3,16 @@ a quiet progress bar over optimizer steps."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 
 from voxinv.invert import loggers as L
+
+log = logging.getLogger("voxinv")
 
 
 def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: str = ""):
@@ -91,20 +95,51 @@ class EvalLogger(pl.Callback):
 
 class StepsBar(pl.callbacks.TQDMProgressBar):
     """One tqdm bar over optimizer steps: ``invert 45/100 [00:02<00:02, loss=…, si_sdr=…]``. No
-    validation/sanity bars, no ``v_num``; the last evaluation's SI-SDR (and objective) beside the loss."""
+    validation/sanity bars, no ``v_num``; the last evaluation's SI-SDR (and objective) beside the loss;
+    one write per step, created with its total (no ``0/?`` first line). When stdout is not a terminal
+    (a log file, a Slurm job) no bar at all: one line per evaluation instead."""
 
     @property
     def train_description(self) -> str:
         return "invert"
 
+    def init_train_tqdm(self):
+        from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+
+        t = self.trainer  # over all steps, also when resumed mid-epoch (Lightning's bar shows "5/?" then)
+        return Tqdm(
+            desc=self.train_description,
+            total=t.max_steps,
+            initial=int(t.global_step),
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
     def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        # over all steps, also when resumed mid-epoch (no epoch start then: Lightning's bar shows "5/?")
+        if not sys.stdout.isatty():
+            self.disable()
         super().on_train_start(trainer, *_)
-        self.train_progress_bar.reset(total=trainer.max_steps)
-        self.train_progress_bar.initial = int(trainer.global_step)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:  # Lightning's renames it "Epoch 0"
         pass
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *_: Any) -> None:
+        bar = self.train_progress_bar
+        n = int(trainer.global_step)
+        if bar is not None and not bar.disable and self._should_update(n, bar.total):
+            bar.set_postfix(self.get_metrics(trainer, module), refresh=False)
+            bar.n = n
+            bar.refresh()  # the one write of this step (Lightning's writes twice: count, then postfix)
+
+    def on_evaluation(self, trainer: pl.Trainer, module: Any, record: dict, audio: torch.Tensor) -> None:
+        if self.is_disabled and self.train_progress_bar is not None:  # no bar (not a terminal): a line
+            sdr = f", SI-SDR {record['si_sdr']:.2f} dB" if "si_sdr" in record else ""
+            log.info("step %d/%d: objective %.4f%s", record["step"], trainer.max_steps, record["objective"], sdr)
 
     def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict:
         m = super().get_metrics(trainer, module)

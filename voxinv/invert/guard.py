@@ -28,6 +28,11 @@ def check_inputs(cfg: DictConfig, out: Path) -> TargetSource:
     (``conf/target``, instantiated) whose ``build`` makes the target once the model is loaded."""
     if int(cfg.steps) < 0:
         raise ValueError(f"steps={cfg.steps}: must be >= 0 (steps=0 runs only the init and exports its codes)")
+    if not any(float(w) > 0 for w in (cfg.loss.get("weights") or {}).values()):
+        raise ValueError(
+            "the loss has no term with a weight > 0 (loss=_base_ holds the terms' settings, it is not a loss): "
+            "pick a loss option (python -m voxinv.run --help) or set loss.weights.<term>=<weight>"
+        )
     missing_packages(cfg)
     try:
         _probe(out)

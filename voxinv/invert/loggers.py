@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
 import sys
 import uuid
 import warnings
@@ -235,7 +236,11 @@ def wandb_logger(
 
     out = Path(save_dir)
     if mode == "auto":
-        mode = "online" if wandb.login(prompt=False, verify=False) else "offline"  # never prompts
+        env = os.environ.get("WANDB_MODE", "")
+        if env in ("online", "offline", "disabled"):  # asking wandb.login offline only prints a warning
+            mode = env
+        else:
+            mode = "online" if wandb.login(prompt=False, verify=False) else "offline"  # never prompts
     hc = _hydra_job()
     ident = run_identity(hc, out, name, group, list(tags))
     config = dict(run_config or {})
@@ -264,7 +269,11 @@ def wandb_logger(
         id=run_id,
         resume="allow",
         log_model=False,
-        settings=wandb.Settings(quiet=True, x_transaction_log_flush_interval=float(flush_every_s)),
+        # offline, wandb's own lines (where the data is, `wandb online`, `wandb leet`) are left out: the
+        # run's summary (or the sweep's end) prints the one `wandb sync` line that matters
+        settings=wandb.Settings(
+            quiet=True, silent=mode == "offline", x_transaction_log_flush_interval=float(flush_every_s)
+        ),
     )
     # Lightning passes anonymous=None, which this wandb answers with a deprecation line on every run
     lg._wandb_init.pop("anonymous", None)
