@@ -357,7 +357,8 @@ def replay(lg: Logger, step: int, history: list[dict], csv_rows: list[dict]) -> 
     the last second). Media of earlier segments are not replayed (the checkpoint holds no audio).
     Returns the number of steps logged."""
     run = lg.experiment
-    known = -1 if run.offline else int(run.summary.get("trainer/global_step", -1))
+    last = None if run.offline else run.summary.get("trainer/global_step")
+    known = int(last) if isinstance(last, int | float) else -1
     rows: dict[int, dict[str, float]] = {}
     skip = ("step", "eval/", "final/", "best/")  # evaluations come from the history (the checkpoint's)
     for r in csv_rows:
