@@ -146,7 +146,10 @@ def test_option_composes(group, name):
     # the option's own file is what ends up in the group (base files fill the rest)
     own = OmegaConf.to_container(OmegaConf.load(CONF / group / f"{name}.yaml"))
     own.pop("defaults", None)
-    node = OmegaConf.to_container(OmegaConf.select(cfg, group.replace("/", ".")), resolve=True)
+    path = group.replace("/", ".")
+    if group == "logger" and name in cfg.logger:  # one package per logger (logger.<name>): several compose
+        path = f"logger.{name}"
+    node = OmegaConf.to_container(OmegaConf.select(cfg, path), resolve=True)
     _assert_within(own, node, f"{group}={name}")
 
 
@@ -172,7 +175,7 @@ def test_defaults():
     cfg = _compose()
     assert cfg.model.name == "voxtral" and cfg.model.path == "mistralai/Voxtral-4B-TTS-2603"
     assert cfg.target.kind == "file" and cfg.target.path is None and cfg.init.kind == "random"
-    assert cfg.codes.semantic == "softmax_ste" and cfg.logger._target_ == "voxinv.invert.loggers.CSVLogger"
+    assert cfg.codes.semantic == "softmax_ste" and cfg.logger.csv._target_ == "voxinv.invert.loggers.CSVLogger"
     assert set(cfg.callbacks) == {"checkpoint", "eval_logger", "progress_bar", "early_stop"}
     assert dict(cfg.loss.weights) == {"stft": 1.0, "mel": 1.0}
     assert _compose("target=synthetic").target.seed == cfg.seed  # ${seed}

@@ -304,12 +304,10 @@ def test_sigterm_during_fit_exports_the_current_codes(tmp_path):
 
 
 def test_interrupt_before_any_codes_says_nothing_was_exported(tmp_path, monkeypatch, capsys):
-    import voxinv.run as run_mod
-
     def ctrl_c(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_mod, "load_model", ctrl_c)
+    monkeypatch.setattr("voxinv.voxtral.models.load_model", ctrl_c)  # voxinv.run imports it when a run starts
     rc, err = cli_run(monkeypatch, capsys, tmp_path, [*TINY, "target=synthetic"])
     assert rc == 130 and "nothing to export" in err and not (tmp_path / "run" / "metrics.json").exists()
 
@@ -318,7 +316,7 @@ def test_interrupt_before_fitting_exports_the_initial_codes(tmp_path, monkeypatc
     def ctrl_c(*a, **kw):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(R, "fit", ctrl_c)
+    monkeypatch.setattr("voxinv.invert.fit.fit", ctrl_c)
     m = R.run(cfg_of([*TINY, "target=synthetic", "target.n_frames=3"]), tmp_path / "run")
     assert m["stopped"] == "interrupted before fitting; exported the initial codes" and m["steps"] == 0
     assert m["exit_code"] == 130

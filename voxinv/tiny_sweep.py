@@ -2,6 +2,11 @@
 
 It sits above :mod:`voxinv.run` (it runs inversions), so the report (:mod:`voxinv.eval.report`)
 only reads run directories and never imports the runner.
+
+Not Hydra's multirun (``python -m voxinv.run -m``, used for every real sweep): its basic sweeper runs
+the cross product of comma lists, and these calls take a list of configurations that is not one
+(e.g. ``[["codes=gumbel"], ["codes=softmax_ste", "loss=mel"]]``); from a notebook it would also parse
+the kernel's ``sys.argv`` and reconfigure its logging. Configs are still composed by Hydra (``compose``).
 """
 
 from __future__ import annotations

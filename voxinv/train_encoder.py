@@ -440,12 +440,13 @@ class ValMedia(pl.Callback):
             return
         x, y = module.val_media
         sr, step = module.frozen.codec.sampling_rate, trainer.global_step
-        from voxinv.invert.loggers import is_wandb
+        from voxinv.invert.loggers import wandb_of
 
-        if is_wandb(trainer.logger):
+        wb = wandb_of(trainer.loggers)
+        if wb is not None:
             import wandb
 
-            trainer.logger.experiment.log(
+            wb.experiment.log(
                 {
                     "media/val_target": wandb.Audio(x.numpy(), sample_rate=sr, caption="target"),
                     "media/val_reconstruction": wandb.Audio(y.numpy(), sample_rate=sr, caption=f"step {step}"),
@@ -516,7 +517,7 @@ def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float) -
 
     from voxinv.invert.callbacks import AtomicCheckpointIO
     from voxinv.invert.guard import check_resume_file
-    from voxinv.invert.loggers import build_logger, is_wandb
+    from voxinv.invert.loggers import build_loggers, wandb_of
     from voxinv.voxtral.checkpoint import Checkpoint, CheckpointError, load_plain
     from voxinv.voxtral.codec import load_codec
 
@@ -566,11 +567,11 @@ def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float) -
         len(val_files[: int(cfg.val.n_crops)]),
     )
     every = int(cfg.val_every)
-    logger = build_logger(cfg, resume=resume is not None)
+    loggers = build_loggers(cfg, resume=resume is not None)
     trainer = pl.Trainer(
         max_steps=int(cfg.steps),
         max_epochs=-1,
-        logger=logger,
+        logger=loggers,
         callbacks=[
             ModelCheckpoint(
                 dirpath=str(out / "checkpoints"),
@@ -635,7 +636,7 @@ def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float) -
             c0 = reloaded.quantizer.encode(module.encoder(x[:, None].to(reloaded.dtype)))
         metrics["reload_codes_equal"] = bool(torch.equal(c0, c1))
     write_metrics(out, metrics)
-    if is_wandb(logger):
+    if wandb_of(loggers) is not None:
         import wandb
 
         wandb.finish()

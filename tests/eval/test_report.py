@@ -271,3 +271,34 @@ def test_wandb_offline_is_skipped_with_a_message(sweep: Path, tmp_path: Path, ca
     assert R.main([str(sweep), "--out", str(tmp_path / "w"), "--wandb", "voxinv", "--no-plots"]) == 0
     assert "W&B skipped: WANDB_MODE=offline" in capsys.readouterr().err
     assert R.main(["--wandb", "voxinv"]) == 2  # nothing else to report
+
+
+def test_incomplete_runs_flagged_bookkeeping_keys_pooled_resumed_wall_time(tmp_path: Path) -> None:
+    """An interrupted run is left out and listed, an early-stopped one pooled and flagged; runs that
+    differ only in resume=/logger=/device= are one configuration; a resumed run's compute time is the
+    total over its segments (the history's clock), not its last segment's."""
+    root = tmp_path / "sweep"
+    make_run(root / "0", overrides=["loss=stft", "seed=0"], si_sdr=1.0, seed=0)
+    make_run(root / "1", overrides=["loss=stft", "seed=1", "resume=true", "logger=wandb"], si_sdr=3.0, seed=1)
+    make_run(root / "2", overrides=["loss=stft", "seed=2", "logger=[csv,wandb]", "device=cpu"], si_sdr=5.0, seed=2)
+    stopped = make_run(root / "3", overrides=["loss=stft", "seed=3"], si_sdr=7.0, seed=3)
+    killed = make_run(root / "4", overrides=["loss=stft", "seed=4"], si_sdr=-50.0, seed=4)
+    for d, why in ((stopped, "early_stop"), (killed, "interrupted at step 3; exported the current codes")):
+        m = json.loads((d / "metrics.json").read_text())
+        (d / "metrics.json").write_text(json.dumps({**m, "stopped": why}))
+    resumed = root / "1" / "metrics.json"  # segments: 17.2 s in the history's clock, the last one 6.97 s
+    m = json.loads(resumed.read_text())
+    m["history"][-1]["wall_s"], m["wall_time_s"] = 17.2, 6.97
+    resumed.write_text(json.dumps(m))
+
+    runs = R.find_runs([root])
+    assert [r.interrupted for r in runs] == [False, False, False, False, True]
+    assert runs[3].incomplete == "early_stop" and runs[0].incomplete is None
+    assert runs[1].values()["compute_s"] == pytest.approx(17.2)
+    s = R.build_report(runs, tmp_path / "rep", plots=False)
+    (group,) = s["groups"]  # one configuration: loss=stft
+    assert group["n"] == 4 and group["mean"]["si_sdr"] == pytest.approx(4.0)  # the killed run is not pooled
+    assert list(group["incomplete"].values()) == ["early_stop"]
+    assert list(s["interrupted"].values()) == ["interrupted at step 3; exported the current codes"]
+    md = (tmp_path / "rep" / "report.md").read_text()
+    assert "1 of 4 runs stopped before their configured steps" in md and "1 interrupted run(s) left out" in md

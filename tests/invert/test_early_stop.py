@@ -40,5 +40,7 @@ def _cfg(*extra: str):
 def test_run_stops_when_the_objective_stalls(tmp_path):
     m = R.run(_cfg("callbacks.early_stop.patience=3"), tmp_path / "a")
     # evaluations at steps 0 (start), 1, 2, 3: three without improvement → stop after step 3
-    assert m["steps"] == 3 and [h["step"] for h in m["history"]] == [0, 1, 2, 3]
-    assert R.run(_cfg("callbacks.early_stop.patience=0"), tmp_path / "b")["steps"] == 8  # off
+    assert m["steps"] == 3 and [h["step"] for h in m["history"]] == [0, 1, 2, 3]  # no extra evaluation at the stop
+    assert m["stopped"] == "early_stop"  # recorded, not silent
+    off = R.run(_cfg("callbacks.early_stop.patience=0"), tmp_path / "b")
+    assert off["steps"] == 8 and off["stopped"] is None

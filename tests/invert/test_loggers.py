@@ -126,11 +126,14 @@ def _wandb_run(run_dir: Path, records) -> dict:
     deadline = time.monotonic() + 60
     while not any(r.WhichOneof("record_type") == "exit" for r in records(wb)) and time.monotonic() < deadline:
         time.sleep(0.5)
-    hist, summary, arts, run_id, name, group = [], {}, [], None, None, None
+    hist, summary, arts, run_id, name, group, tags, config = [], {}, [], None, None, None, [], {}
     for r in records(wb):
         kind = r.WhichOneof("record_type")
         if kind == "run" and not run_id:
-            run_id, name, group = r.run.run_id, r.run.display_name, r.run.run_group
+            run_id, name, group, tags = r.run.run_id, r.run.display_name, r.run.run_group, list(r.run.tags)
+            config.update({it.key: json.loads(it.value_json) for it in r.run.config.update})
+        elif kind == "config":
+            config.update({it.key: json.loads(it.value_json) for it in r.config.update})
         elif kind == "history":
             row: dict = {}
             for it in r.history.item:
@@ -141,7 +144,10 @@ def _wandb_run(run_dir: Path, records) -> dict:
             summary.update({it.key or "/".join(it.nested_key): json.loads(it.value_json) for it in r.summary.update})
         elif kind == "artifact":
             arts.append(r.artifact)
-    return {"history": hist, "summary": summary, "artifacts": arts, "id": run_id, "name": name, "group": group}
+    return {
+        "history": hist, "summary": summary, "artifacts": arts, "id": run_id, "name": name, "group": group,
+        "tags": tags, "config": config,
+    }  # fmt: skip
 
 
 def _media_steps(hist: list[dict]) -> list[tuple[int, str]]:
@@ -174,7 +180,8 @@ def test_wandb_offline_run_reads_back(tmp_path, wandb_offline, wandb_records):
     assert s["eval/si_sdr"] == pytest.approx(m["history"][-1]["si_sdr"])
     # the deliverable as a versioned artifact, and the per-run comparison table
     (voice,) = [a for a in w["artifacts"] if a.type == "voice"]
-    assert voice.name == f"voice-{m['target']['name']}"
+    assert voice.name == f"voice-{w['name']}-{w['id']}"  # one artifact per run, not per target
+    assert json.loads(voice.metadata)["target"] == m["target"]["name"]
     assert {e.path for e in voice.manifest.contents} >= {"voice.pt", "codes.safetensors", "reconstruction.wav"}
     (table,) = [a for a in w["artifacts"] if a.type == "run_table"]
     assert any(e.path.endswith("comparison.table.json") for e in table.manifest.contents)
@@ -186,12 +193,14 @@ def test_wandb_offline_run_reads_back(tmp_path, wandb_offline, wandb_records):
 
 def test_wandb_resume_continues_the_same_run(tmp_path, monkeypatch, wandb_offline, wandb_records):
     out, first, m = _run_interrupted(tmp_path, monkeypatch, 2, "logger=wandb")
-    runs = sorted((out / "wandb").glob("offline-run-*"))
-    assert len(runs) == 2
-    a, b = (_wandb_run(r, wandb_records) for r in runs)
+    (run,) = (out / "wandb").glob("offline-run-*")  # one directory to sync: the run, whole
+    (old,) = (out / "wandb" / "superseded").glob("offline-run-*")  # the first segment, moved aside
+    a, b = _wandb_run(old, wandb_records), _wandb_run(run, wandb_records)
     assert a["id"] == b["id"] == (out / "wandb-run-id").read_text().strip()
     _check_evals(a["history"], first["history"], step_key="trainer/global_step")
-    _check_evals(b["history"], m["history"][2:], step_key="trainer/global_step")  # only the new ones
+    _check_evals(b["history"], m["history"], step_key="trainer/global_step")  # replayed 0, 2; then 4, 5
+    steps = [int(h["trainer/global_step"]) for h in b["history"] if "trainer/global_step" in h]
+    assert steps == sorted(steps)  # one monotonic axis: what wandb sync uploads as one run
     assert _media_steps(b["history"]) == [(4, "step 4"), (5, "step 5")]  # media state survived the resume
     assert b["summary"]["final/si_sdr"] == pytest.approx(m["signal"]["si_sdr"])
 
@@ -231,7 +240,7 @@ def test_wandb_sweep_runs_the_hydra_sweep_config():
         for point in itertools.product(*grid.values()):
             o = [f"hydra.searchpath=[file://{R.CONF_DIR}]", *fixed, *(f"{k}={v}" for k, v in zip(grid, point))]
             cfg = compose(opts["config-name"], overrides=o)  # as voxinv.run --config-dir … --config-name …
-            assert cfg.logger._target_.endswith("wandb_logger") and cfg.model.name == "tiny"
+            assert cfg.logger.wandb._target_.endswith("wandb_logger") and cfg.model.name == "tiny"
     assert sw["metric"]["name"] in final_record({"signal": {"si_sdr": -3.0}, "history": []})
 
 
@@ -254,17 +263,53 @@ def test_wandb_workspace_definition(capsys, monkeypatch):
     assert w.main(["--wandb"]) == 0 and "not logged in" in capsys.readouterr().out
 
 
-def test_wandb_multirun_names_runs_by_overrides_and_groups_by_sweep(tmp_path, wandb_offline, wandb_records):
+@pytest.mark.usefixtures("restore_logging")
+def test_wandb_multirun_names_runs_by_what_is_swept(tmp_path, wandb_offline, wandb_records):
+    """A 4-job multirun through the CLI, read back from its offline W&B files: named by the swept
+    overrides only, tagged with them, grouped by the sweep, Hydra choices in the config, one voice
+    artifact per run (target in its metadata), metrics.csv beside W&B."""
     from voxinv import cli
 
     sweep = tmp_path / "sweep"
-    argv = ["invert", "-m", "model=tiny", "debug=fast", "steps=1", "device=cpu", "logger=wandb",
-            "trainer.enable_progress_bar=false", "seed=1,2", f"hydra.sweep.dir={sweep}"]  # fmt: skip
+    argv = ["invert", "-m", "model=tiny", "debug=fast", "steps=1", "device=cpu", "logger=wandb", "eval.which=[]",
+            "trainer.enable_progress_bar=false", "seed=1,2", "codes=gumbel,softmax_ste",
+            f"hydra.sweep.dir={sweep}"]  # fmt: skip
     assert cli.main(argv) == 0
-    names = set()
-    for job in ("0", "1"):
+    names, arts = set(), set()
+    for job in ("0", "1", "2", "3"):
         (run_dir,) = (sweep / job / "wandb").glob("offline-run-*")
         w = _wandb_run(run_dir, wandb_records)
         names.add(w["name"])
         assert w["group"] == "sweep"  # the sweep directory (a --config-name sweep: its name)
-    assert names == {"debug=fast,model=tiny,seed=1,steps=1", "debug=fast,model=tiny,seed=2,steps=1"}
+        assert sorted(w["tags"]) == sorted(w["name"].split(","))
+        assert w["config"]["choices"]["codes"] in ("gumbel", "softmax_ste")
+        assert w["config"]["choices"]["loss"] == "stft+mel" and "hydra/launcher" not in w["config"]["choices"]
+        (voice,) = [a for a in w["artifacts"] if a.type == "voice"]
+        arts.add(voice.name)
+        assert json.loads(voice.metadata)["target"].startswith("synthetic")
+        assert (sweep / job / "metrics.csv").is_file()  # the CSV is kept beside W&B
+    assert names == {f"seed={s},codes={c}" for s in (1, 2) for c in ("gumbel", "softmax_ste")}
+    assert len(arts) == 4
+
+
+def test_run_identity_groups_a_default_sweep_dir_by_what_it_sweeps(tmp_path):
+    from omegaconf import OmegaConf
+
+    from voxinv.invert.loggers import run_identity
+
+    sweep = tmp_path / "multirun" / "2026-12-07" / "02-55-29"
+    sweep.mkdir(parents=True)
+    OmegaConf.save(
+        {"hydra": {"overrides": {"task": ["model=tiny", "loss=stft,mel", "seed=0,1"]}}}, sweep / "multirun.yaml"
+    )
+    hc = OmegaConf.create({
+        "mode": {"name": "MULTIRUN"}, "sweep": {"dir": str(sweep)}, "job": {"config_name": "config", "override_dirname": "x"},
+        "overrides": {"task": ["model=tiny", "loss=mel", "seed=1"]},
+    })  # fmt: skip
+    ident = run_identity(hc, tmp_path / "0", None, None, ["mine"])
+    assert ident == {
+        "name": "loss=mel,seed=1",
+        "group": "loss,seed 2026-12-07/02-55-29",
+        "tags": ["loss=mel", "seed=1", "mine"],
+    }
+    assert run_identity(hc, tmp_path / "0", "n", "g", [])["group"] == "g"  # settable

@@ -3,6 +3,8 @@ a quiet progress bar over optimizer steps."""
 
 from __future__ import annotations
 
+import logging
+import sys
 from typing import Any
 
 import pytorch_lightning as pl
@@ -10,6 +12,8 @@ import torch
 
 from voxinv import rundir
 from voxinv.invert import loggers as L
+
+log = logging.getLogger("voxinv")
 
 
 def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: str = ""):
@@ -54,11 +58,11 @@ class EvalLogger(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # runs before the module's on_train_start (the step-0 evaluation) and after a checkpoint restore
-        L.start_at(trainer.loggers, int(trainer.global_step))
+        L.start_at(trainer.loggers, int(trainer.global_step), list(getattr(module, "history", [])))
 
     def on_evaluation(self, trainer: pl.Trainer, module: Any, record: dict, audio: torch.Tensor) -> None:
         step = int(record["step"])
-        metrics = {f"eval/{k}": float(v) for k, v in record.items() if k not in ("step", "restart", *rundir.CLOCK_KEYS)}
+        metrics = L.eval_metrics(record)
         for lg in trainer.loggers:
             lg.log_metrics(metrics, step=step)
             lg.save()
@@ -92,20 +96,51 @@ class EvalLogger(pl.Callback):
 
 class StepsBar(pl.callbacks.TQDMProgressBar):
     """One tqdm bar over optimizer steps: ``invert 45/100 [00:02<00:02, loss=…, si_sdr=…]``. No
-    validation/sanity bars, no ``v_num``; the last evaluation's SI-SDR (and objective) beside the loss."""
+    validation/sanity bars, no ``v_num``; the last evaluation's SI-SDR (and objective) beside the loss;
+    one write per step, created with its total (no ``0/?`` first line). When stdout is not a terminal
+    (a log file, a Slurm job) no bar at all: one line per evaluation instead."""
 
     @property
     def train_description(self) -> str:
         return "invert"
 
+    def init_train_tqdm(self):
+        from pytorch_lightning.callbacks.progress.tqdm_progress import Tqdm
+
+        t = self.trainer  # over all steps, also when resumed mid-epoch (Lightning's bar shows "5/?" then)
+        return Tqdm(
+            desc=self.train_description,
+            total=t.max_steps,
+            initial=int(t.global_step),
+            position=2 * self.process_position,
+            disable=self.is_disabled,
+            leave=True,
+            dynamic_ncols=True,
+            file=sys.stdout,
+            smoothing=0,
+            bar_format=self.BAR_FORMAT,
+        )
+
     def on_train_start(self, trainer: pl.Trainer, *_: Any) -> None:
-        # over all steps, also when resumed mid-epoch (no epoch start then: Lightning's bar shows "5/?")
+        if not sys.stdout.isatty():
+            self.disable()
         super().on_train_start(trainer, *_)
-        self.train_progress_bar.reset(total=trainer.max_steps)
-        self.train_progress_bar.initial = int(trainer.global_step)
 
     def on_train_epoch_start(self, trainer: pl.Trainer, *_: Any) -> None:  # Lightning's renames it "Epoch 0"
         pass
+
+    def on_train_batch_end(self, trainer: pl.Trainer, module: pl.LightningModule, *_: Any) -> None:
+        bar = self.train_progress_bar
+        n = int(trainer.global_step)
+        if bar is not None and not bar.disable and self._should_update(n, bar.total):
+            bar.set_postfix(self.get_metrics(trainer, module), refresh=False)
+            bar.n = n
+            bar.refresh()  # the one write of this step (Lightning's writes twice: count, then postfix)
+
+    def on_evaluation(self, trainer: pl.Trainer, module: Any, record: dict, audio: torch.Tensor) -> None:
+        if self.is_disabled and self.train_progress_bar is not None:  # no bar (not a terminal): a line
+            sdr = f", SI-SDR {record['si_sdr']:.2f} dB" if "si_sdr" in record else ""
+            log.info("step %d/%d: objective %.4f%s", record["step"], trainer.max_steps, record["objective"], sdr)
 
     def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict:
         m = super().get_metrics(trainer, module)
@@ -129,10 +164,18 @@ def evals_since_improvement(objectives: list[float], min_rel_delta: float) -> in
 class EarlyStop(pl.Callback):
     """Stop when the discrete objective (``module.history``, one entry per evaluation) has not improved
     by more than ``min_rel_delta`` for ``patience`` evaluations. Stateless (read from the history), so
-    a resumed run stops where an uninterrupted one would."""
+    a resumed run stops where an uninterrupted one would; ``stopped_step`` says that it fired.
+
+    Not Lightning's ``EarlyStopping``: that checks at validation or epoch end, and an inversion is one
+    epoch without a validation loop (it would never fire mid-run); its ``min_delta`` is absolute, the
+    objective's scale differs by loss config (a relative threshold is needed)."""
 
     def __init__(self, patience: int, min_rel_delta: float):
         self.patience, self.min_rel_delta = int(patience), float(min_rel_delta)
+        self.stopped_step: int | None = None
+
+    def on_train_start(self, trainer, module):
+        self.stopped_step = None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
         if self.patience <= 0 or not module.history:
@@ -140,6 +183,7 @@ class EarlyStop(pl.Callback):
         objs = [h["objective"] for h in module.history]
         if evals_since_improvement(objs, self.min_rel_delta) >= self.patience:
             trainer.should_stop = True
+            self.stopped_step = int(trainer.global_step)
 
 
 class AtomicCheckpointIO(pl.plugins.io.TorchCheckpointIO):
@@ -148,3 +192,18 @@ class AtomicCheckpointIO(pl.plugins.io.TorchCheckpointIO):
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         rundir.atomic_write(path, lambda tmp: torch.save(checkpoint, tmp))
+
+
+def stop_reason(trainer: pl.Trainer) -> str | None:
+    """Why a fit that returned normally ended before ``max_steps``: ``max_time`` (``+trainer.max_time``,
+    Lightning's Timer) or ``early_stop`` (:class:`EarlyStop`); ``None`` when it ran all its steps."""
+    from pytorch_lightning.callbacks import Timer
+
+    if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
+        return None
+    for cb in trainer.callbacks:
+        if isinstance(cb, EarlyStop) and cb.stopped_step is not None:
+            return "early_stop"
+        if isinstance(cb, Timer) and cb.time_remaining("train") is not None and cb.time_remaining("train") <= 0:
+            return "max_time"
+    return None

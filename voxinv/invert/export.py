@@ -85,7 +85,7 @@ def export(job: Inversion, t_start: float) -> dict:
     module = job.module if job.module is not None else make_module(job)
     steps = int(job.trainer.global_step) if job.trainer is not None else 0
     module.to(device)
-    if job.stopped and module.last_good_codes is not None:
+    if module.nonfinite and module.last_good_codes is not None:  # other stops were evaluated by fit
         module.evaluate(steps, module.last_good_codes, log=False)
     if module.best is None:
         module.evaluate(steps, log=False)
@@ -100,7 +100,8 @@ def export(job: Inversion, t_start: float) -> dict:
         "init": job.init,
         "steps": steps,
         "seed": int(cfg.seed),
-        "wall_time_s": round(time.time() - t_start, 3),
+        # after a resume: the total over the segments (earlier ones up to the checkpoint they left)
+        "wall_time_s": round(time.time() - t_start + module.earlier_wall_s, 3),
         "device": str(device),
         "model": str(m.ckpt.path),
         "loss_models": sorted(k for k, w in weights.items() if w > 0),
@@ -186,14 +187,24 @@ def summary(out: Path, m: dict, ckpt, note: str | None = None, took: str | None 
     if note:
         print(f"[voxinv] note: {note}", file=sys.stderr)
     if m.get("stopped"):
-        print(f"[voxinv] stopped early: {m['stopped']}", file=sys.stderr)
+        from voxinv.invert.fit import STOP_MESSAGES
+
+        why = STOP_MESSAGES.get(m["stopped"], m["stopped"])
+        print(f"[voxinv] stopped early at step {m['steps']}: {why}; exported the best evaluated codes", file=sys.stderr)
     elif m["steps"] == 0:
         print(f"[voxinv] steps=0: only the init ({m['init']['kind']}) ran; its codes were exported", file=sys.stderr)
+    from voxinv.invert.loggers import in_multirun, offline_sync_hint
+
+    if in_multirun():  # the sweep's end says it once (voxinv.invert.loggers.SweepSummary)
+        return
     print(
         f"[voxinv] deploy: voxinv register-voice --model {ckpt.path} --voice-file {out / rundir.VOICE} "
         f"--name my_voice --out OVERLAY_DIR",
         file=sys.stderr,
     )
+    hint = offline_sync_hint([out])
+    if hint:
+        print(hint, file=sys.stderr)
 
 
 def reference_summary(out: Path, m: dict, took: str | None = None) -> str:

@@ -97,21 +97,21 @@ def fit(job: Inversion, resume: str | None) -> None:
     ``job.trainer`` and ``job.stopped`` (why it stopped early, or ``None``)."""
     import pytorch_lightning as pl
 
-    from voxinv.invert.callbacks import AtomicCheckpointIO
+    from voxinv.invert.callbacks import AtomicCheckpointIO, stop_reason
     from voxinv.invert.guard import EXIT_FAILED, check_resume_file, disk_error, disk_message, interrupt_code
-    from voxinv.invert.loggers import build_logger, quiet_lightning
+    from voxinv.invert.loggers import build_loggers, quiet_lightning
     from voxinv.invert.module import NonFiniteLoss, Steps, trainer_settings
 
     cfg, device = job.cfg, job.device
     module = make_module(job)
     quiet_lightning()
-    logger = build_logger(cfg, resume=resume is not None)
+    loggers = build_loggers(cfg, resume=resume is not None)
     bar = cfg.trainer.get("enable_progress_bar", True)
     callbacks = [instantiate(c) for k, c in cfg.callbacks.items() if c is not None and (bar or k != "progress_bar")]
     trainer = pl.Trainer(
         max_steps=int(cfg.steps),
         max_epochs=-1,
-        logger=logger,
+        logger=loggers,
         callbacks=callbacks,
         accelerator="gpu" if device.type == "cuda" else "cpu",
         devices=1,
@@ -139,4 +139,28 @@ def fit(job: Inversion, resume: str | None) -> None:
     if trainer.interrupted and stopped is None:
         stopped = f"interrupted at step {trainer.global_step}; exported the current codes"
         job.exit_code = interrupt_code()
+    stopped = stopped or stop_reason(trainer)
+    evaluate_at_stop(module, trainer)
+    if stopped in STOP_MESSAGES:
+        log.warning("stopped at step %d of %d: %s", trainer.global_step, int(cfg.steps), STOP_MESSAGES[stopped])
     job.module, job.trainer, job.stopped = module, trainer, stopped
+
+
+# metrics.json ``stopped`` for a fit that ended before its steps without an error or a signal
+STOP_MESSAGES = {
+    "max_time": "trainer.max_time reached",
+    "early_stop": "early stop, the objective stopped improving (callbacks.early_stop)",
+}
+
+
+def evaluate_at_stop(module: InversionModule, trainer: pl.Trainer) -> None:
+    """Every stop between evaluations (max_time, a signal) evaluates the current codes, logged like any
+    evaluation, so the export is never older than the stop. Not after a non-finite loss: the current
+    codes are the bad ones (the export scores the last finite ones)."""
+    from voxinv.invert.guard import uninterrupted
+
+    step = int(trainer.global_step)
+    if module.nonfinite or (module.history and module.history[-1]["step"] == step):
+        return
+    with uninterrupted():
+        module.evaluate(step)

@@ -30,6 +30,11 @@ def check_inputs(cfg: DictConfig, out: Path) -> TargetSource:
     the target (``target=file``: the recording is read and validated). Returns the target source
     (``conf/target``, instantiated) whose ``build`` makes the target once the model is loaded."""
     validate(cfg, "invert")
+    if not any(float(w) > 0 for w in (cfg.loss.get("weights") or {}).values()):
+        raise ValueError(
+            "the loss has no term with a weight > 0 (loss=_base_ holds the terms' settings, it is not a loss): "
+            "pick a loss option (python -m voxinv.run --help) or set loss.weights.<term>=<weight>"
+        )
     missing_packages(cfg)
     try:
         rundir.write_probe(out)

@@ -3,7 +3,11 @@ the end-of-run record every logger gets.
 
 - :class:`CSVLogger`: ``<run dir>/metrics.csv``, appended across resumes (Lightning's deletes it).
 - :func:`wandb_logger`: a W&B run whose id is kept in ``<run dir>/wandb-run-id`` so a resumed run
-  continues the same W&B run (``resume="allow"``); offline without credentials, never prompts.
+  continues the same W&B run (``resume="allow"``); offline without credentials, never prompts. Its
+  transaction log is flushed every second (a SIGKILL loses at most the last second), and a resumed
+  run replays what the checkpoint and metrics.csv know but W&B may have lost (:func:`replay`).
+- :func:`build_loggers`: every entry of the ``logger`` node (``logger=many`` or ``logger=[csv,wandb]``),
+  with the CSV logger always among them.
 - :func:`log_final`: the exported run's final metrics and the best evaluation, written explicitly
   (a last CSV row; the W&B summary), plus the W&B artifact (voice, codes, audio) and comparison table.
 """
@@ -12,11 +16,14 @@ from __future__ import annotations
 
 import csv
 import logging
+import os
+import sys
 import uuid
 import warnings
 from pathlib import Path
 from typing import Any
 
+from hydra.experimental.callback import Callback as HydraCallback
 from pytorch_lightning.loggers import CSVLogger as _PLCSVLogger
 from pytorch_lightning.loggers import Logger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
@@ -52,6 +59,14 @@ class _AppendingWriter(ExperimentWriter):
         if self._fs.isfile(self.metrics_file_path):
             with self._fs.open(self.metrics_file_path, "r", newline="") as f:
                 self.metrics_keys = list(csv.DictReader(f).fieldnames or [])
+
+    def rows(self) -> list[dict]:
+        """The rows on disk, as written (an empty cell is ``""``)."""
+        self.save()
+        if not self._fs.isfile(self.metrics_file_path):
+            return []
+        with self._fs.open(self.metrics_file_path, "r", newline="") as f:
+            return list(csv.DictReader(f))
 
     def keep_until(self, step: int) -> None:
         """Drop the rows logged after ``step`` (a resumed run logs them again) and the previous
@@ -104,6 +119,97 @@ def _hydra_job() -> Any:
         return None
 
 
+def in_multirun() -> bool:
+    hc = _hydra_job()
+    return hc is not None and hc.mode.name == "MULTIRUN"
+
+
+def offline_sync_hint(run_dirs: list[Path], pattern: str | None = None) -> str | None:
+    """The ``wandb sync`` line for the offline W&B runs under ``run_dirs`` (None when there are none)."""
+    found = [d for r in run_dirs for d in sorted((Path(r) / "wandb").glob("offline-run-*"))]
+    if not found:
+        return None
+    what = pattern or " ".join(str(d) for d in found)
+    return f"[voxinv] W&B offline ({len(found)} run{'s' * (len(found) > 1)}): upload with `wandb sync {what}`"
+
+
+class SweepSummary(HydraCallback):
+    """Hydra callback: a multirun ends with one block (jobs' own deploy / sync lines are left out):
+    where the runs are, the report command, the deploy command and, when W&B ran offline, ``wandb sync``."""
+
+    def on_multirun_end(self, config: Any, **kwargs: Any) -> None:
+        from omegaconf import OmegaConf
+
+        sweep = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
+        runs = sorted({p.parent for p in sweep.glob(f"*/{rundir.METRICS}")})
+        lines = [f"[voxinv] sweep: {len(runs)} run(s) in {sweep}; report: python -m voxinv.report {sweep}"]
+        if runs:
+            lines.append(
+                f"[voxinv] deploy one: voxinv register-voice --model <model> --voice-file {sweep}/<job>/{rundir.VOICE} "
+                "--name my_voice --out OVERLAY_DIR"
+            )
+        hint = offline_sync_hint(runs, f"{sweep}/*/wandb/offline-run-*")
+        if hint:
+            lines.append(hint)
+        print("\n".join(lines), file=sys.stderr)
+
+
+def sweep_overrides(hc: Any) -> list[str]:
+    """The keys a multirun sweeps (``seed=0,1``, ``hydra.sweeper.params``, Optuna's ranges): read from the
+    sweep's ``multirun.yaml`` (what Hydra's launcher saved, in any process), parsed by Hydra's own parser.
+    Empty outside a multirun."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from omegaconf import OmegaConf
+
+    if hc is None or hc.mode.name != "MULTIRUN":
+        return []
+    f = Path(hc.sweep.dir) / "multirun.yaml"
+    spec = list(hc.overrides.task)
+    params = dict(OmegaConf.select(hc, "sweeper.params", default=None) or {})
+    if f.is_file():
+        saved = OmegaConf.load(f)
+        spec = list(OmegaConf.select(saved, "hydra.overrides.task", default=None) or spec)
+        params = dict(OmegaConf.select(saved, "hydra.sweeper.params", default=None) or params)
+    spec += [f"{k}={v}" for k, v in params.items()]
+    try:
+        parsed = OverridesParser.create().parse_overrides(spec)
+    except Exception:  # a spec Hydra itself accepted but this version's parser does not: no sweep keys
+        return []
+    return list(dict.fromkeys(o.get_key_element().lstrip("+~") for o in parsed if o.is_sweep_override()))
+
+
+def job_choices(hc: Any) -> dict[str, str]:
+    """``hydra.runtime.choices`` without Hydra's own groups: ``{"loss": "stft+mel", "schedule": "default", …}``."""
+    if hc is None:
+        return {}
+    return {k: str(v) for k, v in hc.runtime.choices.items() if not k.startswith("hydra/") and v is not None}
+
+
+def run_identity(hc: Any, out: Path, name: str | None, group: str | None, tags: list[str]) -> dict:
+    """What names a W&B run on the dashboard: ``name`` (the swept overrides of this job, ``codes=gumbel,seed=1``;
+    outside a sweep the job's overrides, else the run directory's name), ``group`` (a multirun: the sweep,
+    its ``--config-name`` or its directory, ``seed,codes 2026-12-07/02-55-29`` for Hydra's default
+    time-of-day directory), ``tags`` (the swept ``key=value`` pairs of this job, then the configured tags)."""
+    swept = sweep_overrides(hc)
+    mine = {}
+    if hc is not None:
+        for o in hc.overrides.task:
+            k, _, v = o.partition("=")
+            mine[k.lstrip("+~")] = v
+    own = [f"{k}={mine[k]}" for k in swept if k in mine]
+    if name is None:
+        name = ",".join(own) if own else ((hc.job.override_dirname if hc else "") or out.name)
+    if group is None and hc is not None and hc.mode.name == "MULTIRUN":
+        sweep = Path(hc.sweep.dir)
+        if hc.job.config_name != "config":
+            group = hc.job.config_name
+        elif len(sweep.name) == 8 and sweep.name.count("-") == 2 and sweep.name.replace("-", "").isdigit():
+            group = f"{','.join(swept) or 'sweep'} {sweep.parent.name}/{sweep.name}"  # Hydra's default dir
+        else:
+            group = sweep.name
+    return {"name": name, "group": group, "tags": list(dict.fromkeys([*(t[:64] for t in own), *tags]))}
+
+
 def wandb_logger(
     save_dir: str,
     project: str,
@@ -114,28 +220,39 @@ def wandb_logger(
     tags: list[str],
     run_config: dict | None = None,
     resume: bool = False,
+    flush_every_s: float = 1.0,
 ) -> Logger:
     """A :class:`~pytorch_lightning.loggers.WandbLogger` that resumes the run directory's W&B run.
 
-    ``name`` defaults to the job's overrides (``loss=stft+spk,seed=1``; the run directory's name
-    without any), ``group`` in a multirun to the sweep (its ``--config-name``, else its directory).
-    ``mode: auto`` is online when credentials exist, else offline (``wandb sync`` later)."""
+    Named, grouped and tagged by :func:`run_identity`; the config holds the run config and the Hydra
+    choices (``choices.loss``, ``choices.schedule``, …). ``mode: auto`` is online when credentials
+    exist, else offline (``wandb sync`` later). Offline, a resume moves the run's earlier offline
+    directories to ``wandb/superseded/`` (the new one gets everything replayed: :func:`replay`), so
+    ``wandb sync <run dir>/wandb/offline-run-*`` uploads the run once. ``flush_every_s``: how often
+    wandb-core writes its transaction log to disk (its default, 15 s, lost up to 15 s of evaluations
+    to a SIGKILL; wandb has no per-record flush call)."""
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
     out = Path(save_dir)
     if mode == "auto":
-        mode = "online" if wandb.login(prompt=False, verify=False) else "offline"  # never prompts
+        env = os.environ.get("WANDB_MODE", "")
+        if env in ("online", "offline", "disabled"):  # asking wandb.login offline only prints a warning
+            mode = env
+        else:
+            mode = "online" if wandb.login(prompt=False, verify=False) else "offline"  # never prompts
     hc = _hydra_job()
-    if name is None:
-        name = (hc.job.override_dirname if hc else "") or out.name
-    if group is None and hc is not None and hc.mode.name == "MULTIRUN":
-        group = hc.job.config_name if hc.job.config_name != "config" else Path(hc.sweep.dir).name
+    ident = run_identity(hc, out, name, group, list(tags))
+    config = dict(run_config or {})
+    if hc is not None:
+        config["choices"] = job_choices(hc)
     if wandb.run is not None:  # left open by a job of this multirun that raised: close it as failed
         wandb.finish(exit_code=1)
     id_file = out / WANDB_ID_FILE
     if resume and id_file.is_file():
         run_id = id_file.read_text().strip()
+        if mode == "offline":
+            _supersede_offline(out / "wandb", run_id)
     else:
         run_id = uuid.uuid4().hex[:8]  # W&B's id format: 8 lowercase hex/alnum
         out.mkdir(parents=True, exist_ok=True)
@@ -143,43 +260,120 @@ def wandb_logger(
     lg = WandbLogger(
         project=project,
         entity=entity,
-        group=group,
-        name=name,
+        group=ident["group"],
+        name=ident["name"],
         save_dir=str(out),
         mode=mode,
-        tags=list(tags),
-        config=run_config,
+        tags=ident["tags"],
+        config=config,
         id=run_id,
         resume="allow",
         log_model=False,
-        settings=wandb.Settings(quiet=True),
+        # offline, wandb's own lines (where the data is, `wandb online`, `wandb leet`) are left out: the
+        # run's summary (or the sweep's end) prints the one `wandb sync` line that matters
+        settings=wandb.Settings(
+            quiet=True, silent=mode == "offline", x_transaction_log_flush_interval=float(flush_every_s)
+        ),
     )
     # Lightning passes anonymous=None, which this wandb answers with a deprecation line on every run
     lg._wandb_init.pop("anonymous", None)
     return lg
 
 
-def build_logger(cfg: Any, resume: bool) -> Logger:
-    """``conf/logger/<name>.yaml`` instantiated, given what it accepts of: ``run_config`` (the resolved
-    run config) and ``resume`` (whether this run continues a checkpoint)."""
+def _supersede_offline(wandb_dir: Path, run_id: str) -> None:
+    """Move the offline directories of ``run_id`` to ``wandb/superseded/``: a resumed segment replays
+    their content into a new one, and two directories of one id would be synced as two segments whose
+    ``_step`` both start at 0."""
+    old = sorted(wandb_dir.glob(f"offline-run-*-{run_id}"))
+    if not old:
+        return
+    dest = wandb_dir / "superseded"
+    dest.mkdir(parents=True, exist_ok=True)
+    for d in old:
+        d.rename(dest / d.name)
+    log.info(
+        "W&B offline: %d earlier segment(s) of run %s moved to %s (replayed into the new one)", len(old), run_id, dest
+    )
+
+
+def build_loggers(cfg: Any, resume: bool) -> list[Logger]:
+    """Every entry of ``cfg.logger`` (``conf/logger/<name>.yaml``, one package each: ``logger=[csv,wandb]``
+    or ``logger=many`` compose several) instantiated, given what it accepts of: ``run_config`` (the
+    resolved run config) and ``resume`` (whether this run continues a checkpoint). The CSV logger is
+    always among them, first: metrics.csv is what the report and a W&B replay read."""
     import inspect
 
     from hydra.utils import get_object, instantiate
     from omegaconf import OmegaConf
 
-    params = inspect.signature(get_object(cfg.logger._target_)).parameters
     extra = {"run_config": OmegaConf.to_container(cfg, resolve=True), "resume": resume}
-    return instantiate(cfg.logger, _partial_=True)(**{k: v for k, v in extra.items() if k in params})
+    loggers: list[Logger] = []
+    for lc in (cfg.get("logger") or {}).values():
+        if lc is None:  # logger.<name>=null drops one
+            continue
+        params = inspect.signature(get_object(lc._target_)).parameters
+        loggers.append(instantiate(lc, _partial_=True)(**{k: v for k, v in extra.items() if k in params}))
+    if not any(isinstance(lg, CSVLogger) for lg in loggers):
+        loggers.append(CSVLogger(save_dir=str(cfg.paths.output_dir)))
+    loggers.sort(key=lambda lg: not isinstance(lg, CSVLogger))  # stable: the CSV first, then as configured
+    return loggers
 
 
 def is_wandb(logger: Logger) -> bool:
     return type(logger).__name__ == "WandbLogger"
 
 
-def start_at(loggers: list[Logger], step: int) -> None:
+def wandb_of(loggers: list[Logger]) -> Logger | None:
+    """The W&B logger among ``loggers``, if any."""
+    return next((lg for lg in loggers if is_wandb(lg)), None)
+
+
+def start_at(loggers: list[Logger], step: int, history: list[dict]) -> None:
+    """Training (re)starts at ``step``: the CSV drops rows past it (a fresh run, 0, starts empty); a
+    resumed W&B run gets back what it may have lost (:func:`replay`)."""
+    rows: list[dict] = []
     for lg in loggers:
         if isinstance(lg, CSVLogger):
             lg.start_at(step)
+            if step > 0:
+                rows = lg.experiment.rows()
+    if step > 0:
+        for lg in loggers:
+            if is_wandb(lg):
+                replay(lg, step, history, rows)
+
+
+def eval_metrics(record: dict) -> dict[str, float]:
+    """An evaluation record (a ``metrics.json`` history entry) as the ``eval/*`` metrics every logger gets."""
+    return {f"eval/{k}": float(v) for k, v in record.items() if k not in ("step", "restart", *rundir.CLOCK_KEYS)}
+
+
+def replay(lg: Logger, step: int, history: list[dict], csv_rows: list[dict]) -> int:
+    """Log again, in step order, what a resumed run had logged up to ``step`` and W&B may not hold:
+    every evaluation of the checkpoint's ``history`` and the training rows of metrics.csv. Offline,
+    all of it: the resumed segment is a new offline directory (:func:`wandb_logger` moved the earlier
+    ones aside), which then holds the whole run, each evaluation once, for one ``wandb sync``. Online,
+    only what lies past the last ``trainer/global_step`` in the server's summary (a SIGKILL can lose
+    the last second). Media of earlier segments are not replayed (the checkpoint holds no audio).
+    Returns the number of steps logged."""
+    run = lg.experiment
+    last = None if run.offline else run.summary.get("trainer/global_step")
+    known = int(last) if isinstance(last, int | float) else -1
+    rows: dict[int, dict[str, float]] = {}
+    skip = ("step", "eval/", "final/", "best/")  # evaluations come from the history (the checkpoint's)
+    for r in csv_rows:
+        s = int(float(r["step"]))
+        vals = {k: float(v) for k, v in r.items() if v not in ("", None) and not k.startswith(skip)}
+        if known < s <= step and vals:
+            rows.setdefault(s, {}).update(vals)
+    for h in history:
+        if known < int(h["step"]) <= step:
+            rows.setdefault(int(h["step"]), {}).update(eval_metrics(h))
+    for s in sorted(rows):
+        lg.log_metrics(rows[s], step=s)
+    if rows:
+        log.info("W&B: replayed %d logged steps up to step %d into run %s", len(rows), step, run.id)
+    return len(rows)
 
 
 # ----------------------------------------------------------------------------------- end of run
@@ -220,9 +414,11 @@ def _wandb_final(lg: Logger, out: Path, metrics: dict, rec: dict[str, float], st
 
     run = lg.experiment
     run.summary.update(rec)  # explicit: not "whatever was logged last"
-    # the deliverable, versioned per target (re-runs of one recording are versions of one artifact)
-    target = str((metrics.get("target") or {}).get("name") or "run")
-    art = wandb.Artifact(_artifact_name(f"voice-{target}"), type="voice", metadata=rec)
+    # the deliverable, one artifact per run (a resumed run adds a version): the configurations of a
+    # sweep on one recording are not versions of each other; the target is in the metadata
+    target = str((metrics.get("target") or {}).get("name") or "?")
+    meta = {**rec, "target": target, "run_name": run.name, "stopped": metrics.get("stopped")}
+    art = wandb.Artifact(_artifact_name(f"voice-{run.name or 'run'}-{run.id}"), type="voice", metadata=meta)
     for f in ARTIFACT_FILES:
         if (out / f).is_file():
             art.add_file(str(out / f))

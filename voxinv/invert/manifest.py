@@ -182,8 +182,9 @@ def check_settings(cfg: DictConfig) -> None:
             f"callbacks {', '.join(extra)} are not applied in target=manifest groups: drop them "
             f"({' '.join(f'callbacks.{k}=null' for k in extra)}) or invert those clips one by one"
         )
-    if not str(cfg.logger.get("_target_", "")).endswith("CSVLogger"):
-        log.warning("target=manifest logs each clip to its metrics.csv; logger=%s is not used", cfg.logger._target_)
+    other = sorted(k for k, v in (cfg.get("logger") or {}).items() if v is not None and k != "csv")
+    if other:
+        log.warning("target=manifest logs each clip to its metrics.csv; logger %s is not used", ",".join(other))
     if cfg.export.register:
         raise ManifestError(
             "export.register names one voice: register a manifest's voices one by one (voxinv register-voice)"

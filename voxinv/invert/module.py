@@ -132,6 +132,7 @@ class InversionModule(pl.LightningModule):
         self._t0, self._cpu0 = time.time(), time.process_time()
         self._eval_s = 0.0  # seconds spent in evaluate() so far: curves can exclude measurement overhead
         self._eval_cpu_s = 0.0  # the same in process CPU time (load-independent with one torch thread)
+        self.earlier_wall_s = 0.0  # wall seconds of the run's earlier segments, from the resume checkpoint
 
     def _decode_and_wave_terms(
         self, latent: torch.Tensor, target: torch.Tensor, cut: int
@@ -206,6 +207,11 @@ class InversionModule(pl.LightningModule):
         f["terms_ok"] = torch.where(first, fin, f["terms_ok"])
         f["ok"] = f["ok"] & ok
         f["codes"] = torch.where(f["ok"], codes, f["codes"])
+
+    @property
+    def nonfinite(self) -> bool:
+        """A loss was non-finite (the NaN watch tripped): the current codes are not a candidate."""
+        return self._finite is not None and not bool(self._finite["ok"])
 
     @property
     def last_good_codes(self) -> torch.Tensor | None:
@@ -306,6 +312,7 @@ class InversionModule(pl.LightningModule):
         if self.balancer and s["balancer"]:
             self.balancer.load_state_dict(s["balancer"])
         self._t0 = time.time() - s["wall_s"]
+        self.earlier_wall_s = float(s["wall_s"])  # the segments before this resume (metrics.json wall_time_s adds it)
         self._cpu0 = time.process_time() - s.get("cpu_s", 0.0)
         last = self.history[-1] if self.history else {}
         self._eval_s, self._eval_cpu_s = float(last.get("eval_s", 0.0)), float(last.get("eval_cpu_s", 0.0))

@@ -87,6 +87,15 @@ def build_report(
         raise ReportError(f"--sort {sort_by!r}: choose from {', '.join(METRIC)}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # interrupted runs (a signal, a non-finite loss) are listed apart, not pooled with finished ones;
+    # runs that stopped by their own rules (early stop, max_time) are pooled and flagged
+    apart = [r for r in runs if r.interrupted]
+    flagged = [r for r in runs if not r.interrupted and r.incomplete]
+    runs = [r for r in runs if not r.interrupted]
+    if not runs:
+        raise ReportError(
+            f"all {len(apart)} runs were interrupted ({apart[0].path}: {apart[0].incomplete}); resume them"
+        )
     groups, common = group_runs(runs, group_by)
     reference = random_reference(list(runs) + list(reference_runs))
     stats = aggregate(groups, reference)
@@ -116,6 +125,17 @@ def build_report(
     )
     grouping = f"`--group-by {','.join(group_by)}`" if group_by else "Hydra overrides minus `seed`"
     md.append(f"Grouped by {grouping}; shared by all runs: {', '.join(f'`{c}`' for c in common) or '—'}.")
+    if flagged:
+        md.append(
+            f"**{len(flagged)} of {len(runs)} runs stopped before their configured steps** and are pooled "
+            "with the others: " + "; ".join(f"`{_rel(r.path)}` ({r.incomplete}, `{r.label}`)" for r in flagged) + "."
+        )
+    if apart:
+        md.append(
+            f"**{len(apart)} interrupted run(s) left out** (resume them with `resume=true`): "
+            + "; ".join(f"`{_rel(r.path)}` ({r.incomplete})" for r in apart)
+            + "."
+        )
     md += ["", f"Mean ± sample std over runs (seeds), sorted by {METRIC[sort_by].header}.", ""]
     table = markdown_table(stats, sort_by, ceilings=ceilings)
     md.append(table)
@@ -175,6 +195,7 @@ def build_report(
                 "std": s.std,
                 "count": s.count,
                 "runs": [_rel(r.path) for r in s.runs],
+                "incomplete": {_rel(r.path): r.incomplete for r in s.runs if r.incomplete},
             }
             for s in sort_stats(stats, sort_by)
         ],
@@ -183,6 +204,7 @@ def build_report(
         ],
         "winners": {k: {"label": lab, "mean": v} for k, (lab, v) in w.items()},
         "baseline": baseline,
+        "interrupted": {_rel(r.path): r.incomplete for r in apart},
         "paired": paired,
         "figures": figs,
         "table": table,

@@ -11,6 +11,9 @@ from typing import Any
 from voxinv import rundir
 from voxinv.eval.formats import AC_CHANCE
 
+# ``stopped`` values of a run that ended by its own configured rules (pooled, but flagged in the report)
+SELF_STOPS = ("early_stop", "max_time")
+
 
 class ReportError(ValueError):
     """Inputs the report cannot use (no runs, bad arguments)."""
@@ -48,6 +51,36 @@ class Run:
         return str(i.get("kind")) if isinstance(i, dict) else str(_get(self.config, "init.kind") or "?")
 
     @property
+    def incomplete(self) -> str | None:
+        """Why the run did not run all its configured steps (``metrics.json`` ``stopped``: ``early_stop``,
+        ``max_time``, an interrupt, a non-finite loss), or ``None`` for a run that did."""
+        stopped = self.metrics.get("stopped")
+        if stopped:
+            return str(stopped)
+        steps, planned = self.metrics.get("steps"), _get(self.config, "steps")
+        if _is_num(steps) and _is_num(planned) and steps < planned:  # exported before stops were recorded
+            return f"ran {int(steps)} of {int(planned)} steps"
+        return None
+
+    @property
+    def interrupted(self) -> bool:
+        """Stopped by something other than its own rules (a signal, a non-finite loss, a crash): its
+        numbers are not those of its configuration, so the report lists it apart instead of pooling it."""
+        stopped = self.metrics.get("stopped")
+        return bool(stopped) and stopped not in SELF_STOPS
+
+    @property
+    def wall_time_s(self) -> float | None:
+        """Wall seconds of the whole run: after a resume, the total over its segments (the history's clock
+        is restored from the checkpoint; ``wall_time_s`` of runs exported before that fix held the last
+        segment only)."""
+        w = self.metrics.get("wall_time_s")
+        clocks = [h.get("wall_s") for h in self.history if _is_num(h.get("wall_s"))]
+        if not _is_num(w):
+            return None
+        return float(max([w, *clocks]))
+
+    @property
     def history(self) -> list[dict]:
         h = self.metrics.get("history")
         return h if isinstance(h, list) else []
@@ -62,9 +95,9 @@ class Run:
         final = m.get("final") or {}
         if "total" in final:
             out["objective"] = final["total"]
-        if "wall_time_s" in m:
-            out["wall_s"] = m["wall_time_s"]
-            out["compute_s"] = m["wall_time_s"] + self.source_s
+        if self.wall_time_s is not None:
+            out["wall_s"] = self.wall_time_s
+            out["compute_s"] = self.wall_time_s + self.source_s
         init = m.get("init") or {}
         out["init_s"] = init.get("seconds", 0.0) if isinstance(init, dict) else 0.0
         if "steps" in m:

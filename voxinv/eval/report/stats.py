@@ -15,8 +15,22 @@ from voxinv.eval.formats import METRIC
 from voxinv.eval.report.runs import ReportError, Run, _get, _is_num
 
 SEED_KEYS = ("seed", "+seed", "++seed")
+# keys that change how a run is run, tracked or resumed, not what it optimises: runs differing only in
+# these are one configuration (an override of the key itself, or of anything under it)
+BOOKKEEPING_KEYS = (
+    "resume", "logger", "device", "checkpoint_every", "paths", "hydra", "trainer.enable_progress_bar",
+    "trainer.log_every_n_steps", "trainer.enable_model_summary", "callbacks.eval_logger", "callbacks.progress_bar",
+    "callbacks.checkpoint", "loop.sync_every",
+)  # fmt: skip
 # resolved-config leaves never used to tell configurations apart (fallback grouping without overrides)
-DIFF_IGNORE = ("seed", "target.seed", "init.source", "model.cache_dir", "model.path")
+DIFF_IGNORE = ("seed", "target.seed", "init.source", "model.cache_dir", "model.path", *BOOKKEEPING_KEYS)
+
+
+def is_bookkeeping(key: str) -> bool:
+    """``key`` (dotted) is or lies under one of :data:`BOOKKEEPING_KEYS` / :data:`DIFF_IGNORE`."""
+    return any(key == k or key.startswith(k + ".") for k in DIFF_IGNORE)
+
+
 HEADLINE = ("si_sdr", "mel", "code_sem_acc", "code_ac_acc", "si_sdr_gain_per_s", "ac_gain_per_s")
 PAIRED_KEYS = ("si_sdr", "mel", "code_sem_acc", "code_ac_acc", "compute_s")
 
@@ -59,7 +73,7 @@ def run_key(run: Run, group_by: Sequence[str] | None = None) -> list[tuple[str, 
     """The ``(key, value)`` pairs that name the run's configuration (seed excluded)."""
     if group_by:
         return [(k, _fmt_value(_get(run.config, k))) for k in group_by]
-    return [_split(o) for o in run.overrides if _split(o)[0] not in SEED_KEYS and not o.startswith("hydra.")]
+    return [_split(o) for o in run.overrides if _split(o)[0] not in SEED_KEYS and not is_bookkeeping(_split(o)[0])]
 
 
 def group_runs(runs: Sequence[Run], group_by: Sequence[str] | None = None) -> tuple[dict[str, list[Run]], list[str]]:
@@ -73,7 +87,7 @@ def group_runs(runs: Sequence[Run], group_by: Sequence[str] | None = None) -> tu
     if not group_by and runs and not all(r.has_overrides for r in runs):
         flat = [_flatten(r.config) for r in runs]
         all_keys = sorted(set().union(*flat))
-        varying = [k for k in all_keys if k not in DIFF_IGNORE and len({f.get(k, "<unset>") for f in flat}) > 1]
+        varying = [k for k in all_keys if not is_bookkeeping(k) and len({f.get(k, "<unset>") for f in flat}) > 1]
         keys = [[(k, f[k]) for k in varying if k in f] for f in flat]
     else:
         keys = [run_key(r, group_by) for r in runs]
