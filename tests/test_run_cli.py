@@ -43,7 +43,15 @@ def test_help_lists_the_groups_without_importing_lightning(tmp_path):
 def test_a_loss_without_terms_is_one_line(tmp_path):
     r = voxinv_run("model=tiny", "target=synthetic", "loss=_base_", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no term with a weight > 0" in r.stderr
-    assert "run failed: ValueError" in (tmp_path / "run" / "run.log").read_text()  # the error is in run.log too
+    assert not (tmp_path / "run").exists()  # refused before anything is written: no empty run.log, no lock file
+
+
+def test_an_error_during_the_run_is_in_run_log(tmp_path):
+    model = tmp_path / "model"
+    model.mkdir()
+    r = voxinv_run("model=voxtral", f"model.path={model}", "target=synthetic", f"hydra.run.dir={tmp_path / 'run'}")
+    assert r.returncode != 0
+    assert "run failed:" in (tmp_path / "run" / "run.log").read_text()  # the console's error, in run.log too
 
 
 @pytest.mark.skipif(missing_plugin(["hydra/sweeper=optuna"]) is None, reason="the Optuna plugin is installed")

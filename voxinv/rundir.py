@@ -269,6 +269,13 @@ class Claim:
 
     def release(self) -> None:
         _CLAIMS.pop(self.path, None)
+        if self.fd is not None and not self.prepared and self.state == "fresh":
+            # refused before anything was written (bad input): leave no lock file or empty directory behind
+            (self.path / LOCK).unlink(missing_ok=True)
+            try:
+                self.path.rmdir()
+            except OSError:
+                pass  # not empty: someone else's files, or Hydra's
         if self.fd is not None:
             os.close(self.fd)  # closing releases the flock
             self.fd = None
