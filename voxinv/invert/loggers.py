@@ -114,9 +114,11 @@ def _hydra_job() -> Any:
     from hydra.core.hydra_config import HydraConfig
 
     try:
-        return HydraConfig.get()
+        hc = HydraConfig.get()
     except ValueError:  # not under @hydra.main (tests, notebooks)
         return None
+    # compose() (tiny_sweep, tests) leaves a HydraConfig without a run mode behind: not a Hydra job
+    return hc if hc.mode is not None else None
 
 
 def in_multirun() -> bool:
