@@ -49,7 +49,9 @@ def test_a_loss_without_terms_is_one_line(tmp_path):
 def test_an_error_during_the_run_is_in_run_log(tmp_path):
     model = tmp_path / "model"
     model.mkdir()
-    r = voxinv_run("model=voxtral", f"model.path={model}", "target=synthetic", f"hydra.run.dir={tmp_path / 'run'}")
+    r = voxinv_run(
+        "model=voxtral", f"model.path={model}", "target=synthetic", f"hydra.run.dir={tmp_path / 'run'}", cwd=tmp_path
+    )
     assert r.returncode != 0
     assert "run failed:" in (tmp_path / "run" / "run.log").read_text()  # the console's error, in run.log too
 
