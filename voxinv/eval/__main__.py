@@ -75,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {msg}" if str(run) in msg else f"error: {run}: {msg}", file=sys.stderr)
     if results:
         print(format_table(results))
+        for run, r in results.items():  # held-out grading: say which model the headline spk is, and what is biased
+            mine = [k.removesuffix("_self_graded") for k, v in r.items() if k.endswith("_self_graded") and v is True]
+            mine = [k.removeprefix("spk_sim_") for k in mine if k != "spk_sim"]
+            if "spk_sim_model" in r:
+                print(
+                    f"{run}: spk = {r['spk_sim_model']}"
+                    + (" (SELF-GRADED: no independent grader available)" if r.get("spk_sim_self_graded") else "")
+                    + (f"; self-graded, not headline: {', '.join(mine)} (the loss used that model)" if mine else "")
+                )
         skipped = sorted({k[: -len("_skipped")] for r in results.values() for k in r if k.endswith("_skipped")})
         if skipped:
             print(f"skipped (missing package/weights): {', '.join(skipped)}")

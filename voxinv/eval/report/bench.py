@@ -146,7 +146,11 @@ def time_to(curve: list, level: float, steps: int, clock: str = "wall") -> tuple
 
 def _wins(df: pd.DataFrame, enc: Mapping[str, dict], key: str) -> tuple[int, int]:
     """(rows better than the encoder's codes on ``key``, rows scored): lower mrmel, higher spk wins."""
-    rows = [r for r in df.to_dict("records") if r["clip"] in enc and not math.isnan(float(r[key]))]
+    rows = [
+        r
+        for r in df.to_dict("records")
+        if enc.get(r["clip"], {}).get(key) is not None and not math.isnan(float(r[key]))
+    ]
     better = [(r[key] > enc[r["clip"]][key]) if SCORES[key][1] else (r[key] < enc[r["clip"]][key]) for r in rows]
     return int(sum(better)), len(rows)
 
@@ -497,7 +501,7 @@ def bench_report(
             sd = f" ± {h.mrmel.std(ddof=1):.4f}" if len(h) > 1 else ""
             cells.append("–" if h.empty else f"{h.mrmel.mean():.4f}{sd} / {h.spk.mean():.3f}")
         e = enc.get(c)
-        cells.append(f"{e['mrmel']:.4f} / {e['spk']:.3f}" if e else "–")
+        cells.append(f"{e['mrmel']:.4f} / {e.get('spk', math.nan):.3f}" if e else "–")
         cells.append(f"{same[c]['spk']:.3f}" if "spk" in same.get(c, {}) else "–")
         md.append(f"| {c} | " + " | ".join(cells) + " |")
 
