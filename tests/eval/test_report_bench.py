@@ -129,3 +129,57 @@ def test_early_stop_replay_on_the_run_grid():
     df = pd.DataFrame([_row("a", "c1", 0.5, 0.5, curve, steps=12)])
     assert early_stop_replay(df, 3, 0.002)["a"]["stopped"] == 1  # every 2 steps: stops at step 8 of 12
     assert early_stop_replay(df, 3, 0.002, every=4)["a"]["stopped"] == 0  # steps 0, 4, 8, 12: too few
+
+
+def test_independent_graders_held_out_rule(tmp_path):
+    """graders.jsonl merged into the runs: a run whose loss uses a speaker model is read on the other one only
+    (its own model's cells marked ‡ and never judged); the speaker goal allows the clip's seed std; no WER goal
+    where the encoder's own decode is unintelligible; the ceiling row carries the original's WER."""
+    curve = [[1.0, 0.9, 3.0, 0.5, 0, 1.0, 0.5], [5.0, 0.4, 1.5, 1.0, 10, 4.0, 1.0]]
+    losses = {"a": ["mel", "stft"], "g": ["mel", "spk", "stft"], "d": ["mel", "spk_dvec", "stft"]}
+    rows, graded = [], []
+    # spk_ge2e / spk_dvec per (variant, seed) on clip c1; encoder: 0.50 / 0.50
+    scores = {"a": [(0.52, 0.46), (0.48, 0.50)], "g": [(0.70, 0.40), (0.72, 0.42)], "d": [(0.51, 0.80), (0.49, 0.82)]}
+    for v, per_seed in scores.items():
+        for seed, (ge2e, dvec) in enumerate(per_seed):
+            rows.append({**_row(v, "c1", 0.4, ge2e, curve), "seed": seed, "loss_models": losses[v]})
+            graded.append(
+                {"variant": v, "clip": "c1", "seed": seed, "spk_ge2e": ge2e, "spk_dvec": dvec, "wer": 1.0, "cer": 1.0}
+            )
+    graded += [
+        {"variant": "encoder", "clip": "c1", "spk_ge2e": 0.5, "spk_dvec": 0.5, "wer": 1.0, "cer": 0.9},
+        {"variant": "original", "clip": "c1", "asr": "hello there", "wer_full": 0.05, "cer_full": 0.02},
+        {"variant": "same_speaker", "clip": "c1", "other": "c2", "spk_ge2e": 0.8, "spk_dvec": 0.7},
+    ]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "references.jsonl").write_text(json.dumps({"clip": "c1", "variant": "encoder", "mrmel": 0.5}) + "\n")
+    (tmp_path / "graders.jsonl").write_text("".join(json.dumps(r) + "\n" for r in graded))
+    s = bench_report(tmp_path, baseline="a")
+    gv = s["graders"]["variants"]
+    assert gv["a"]["held_out"] == ["spk_ge2e", "spk_dvec"] and gv["a"]["loss_speaker"] == []
+    assert gv["g"]["held_out"] == ["spk_dvec"] and gv["g"]["loss_speaker"] == ["GE2E"]
+    assert gv["d"]["held_out"] == ["spk_ge2e"] and gv["d"]["loss_speaker"] == ["d-vector"]
+    assert gv["a"]["cpu_s"][0] == pytest.approx(3.0)  # CPU s 4 − evaluation CPU s 1
+    goal = s["graders"]["speaker_goal"]
+    # a: GE2E mean 0.50 ≥ 0.50 − std → no worse; d-vector 0.48 ≥ 0.50 − 0.028 → no worse
+    assert goal["a"] == {
+        "spk_ge2e": {"no_worse": 1, "clips": 1, "met": True},
+        "spk_dvec": {"no_worse": 1, "clips": 1, "met": True},
+    }
+    assert set(goal["g"]) == {"spk_dvec"} and goal["g"]["spk_dvec"]["met"] is False  # 0.41 < 0.50 − 0.014
+    assert set(goal["d"]) == {"spk_ge2e"} and goal["d"]["spk_ge2e"]["met"] is True  # never judged on its own model
+    assert (
+        s["graders"]["clips"]["c1"]["wer_goal"].startswith("none")
+        and s["graders"]["clips"]["c1"]["wer_original"] == 0.05
+    )
+    assert s["variants"]["g"]["self_graded"] == ["spk", "spk_ge2e"] and s["variants"]["d"]["self_graded"] == [
+        "spk_dvec"
+    ]
+    paired = {r["label"]: r for r in s["paired"]["rows"]}
+    assert paired["g"]["self_graded"] == ["spk", "spk_ge2e"] and paired["d"]["self_graded"] == ["spk_dvec"]
+    assert paired["g"]["mean"]["spk_dvec"] == pytest.approx(-0.07)  # held out: (0.40 + 0.42 − 0.46 − 0.50) / 2
+    md = (tmp_path / "report.md").read_text()
+    assert "| `g` | 2 | 1 | GE2E | spk d-vector | 0.710 ± 0.014 ‡ |" in md
+    assert "| `d` | 2 | 1 | d-vector | spk GE2E | 0.500 ± 0.014 | 0.810 ± 0.014 ‡ |" in md
+    assert "| *original recording* | 1 | 1 | – | – | – | – | 0.050 (whole clip vs its transcript)" in md
+    assert "'hello there'" in md and "none: the encoder's decode is unintelligible" in md

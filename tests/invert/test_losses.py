@@ -170,7 +170,7 @@ def test_balancer_ema_and_state():
 
 
 def test_wave_terms_cover_build_terms():
-    assert set(WAVE_TERMS) == {"l1", "stft", "mel", "mfcc", "spk"}
+    assert set(WAVE_TERMS) == {"l1", "stft", "mel", "mfcc", "spk", "spk_dvec"}
 
 
 @pytest.mark.parametrize("w_lin_mag", [0.0, 0.5])

@@ -18,7 +18,7 @@ from voxinv.eval.evaluate import (
     load_table,
     loss_models_of_run,
 )
-from voxinv.eval.metrics import ALL_GROUPS, ASR_ENGINES, SPK_GRADERS, csv_list
+from voxinv.eval.metrics import ALL_GROUPS, ASR_ENGINES, SPK_GRADERS, SPK_KEYS, csv_list
 
 # evaluate_run / loss_models_of_run live in voxinv.eval.evaluate; re-exported here for existing importers
 __all__ = ["evaluate_run", "loss_models_of_run", "main"]
@@ -75,6 +75,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: {msg}" if str(run) in msg else f"error: {run}: {msg}", file=sys.stderr)
     if results:
         print(format_table(results))
+        for run, r in results.items():  # held-out grading: say which model the headline spk is, and what is biased
+            mine = [k.removesuffix("_self_graded") for k, v in r.items() if k.endswith("_self_graded") and v is True]
+            mine = [SPK_KEYS.get(k.removeprefix("spk_sim_"), k) for k in mine if k != "spk_sim"]
+            if "spk_sim_model" in r:
+                print(
+                    f"{run}: spk = {r['spk_sim_model']}"
+                    + (" (SELF-GRADED: no independent grader available)" if r.get("spk_sim_self_graded") else "")
+                    + (f"; self-graded, not headline: {', '.join(mine)} (the loss used that model)" if mine else "")
+                )
         skipped = sorted({k[: -len("_skipped")] for r in results.values() for k in r if k.endswith("_skipped")})
         if skipped:
             print(f"skipped (missing package/weights): {', '.join(skipped)}")

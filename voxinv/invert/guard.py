@@ -58,6 +58,12 @@ def missing_packages(cfg: DictConfig) -> None:
     ramps = cfg.schedule.get("ramps") or {}
     if weights.get("spk", 0) > 0 or "spk" in ramps:
         weights_path()  # SpeakerEncoderUnavailable names the install command
+    if weights.get("spk_dvec", 0) > 0 or "spk_dvec" in ramps:
+        from voxinv.invert.dvector import DVectorUnavailable, onnx_path
+
+        onnx_path()  # DVectorUnavailable names the install command
+        if importlib.util.find_spec("onnx") is None:
+            raise DVectorUnavailable("loss spk_dvec reads the embedder's weights with onnx: pip install onnx")
     need = {"perceptual": ["pesq", "pystoi", "speechmos", "onnxruntime"], "asr": ["pocketsphinx"]}
     need["speaker"] = ["resemblyzer", "webrtcvad"]
     miss = sorted({m for g in cfg.eval.which for m in need.get(g, []) if importlib.util.find_spec(m) is None})
@@ -374,12 +380,14 @@ def exit_on_bad_input() -> Iterator[None]:
     """The command line's answer: bad input is one line and exit 2 (no traceback; bugs still raise
     with one), a full disk one line and exit 3, an interrupt before any codes existed 128 + signal."""
     from voxinv.audio import AudioError
+    from voxinv.invert.dvector import DVectorUnavailable
     from voxinv.invert.speaker import SpeakerEncoderUnavailable
     from voxinv.voxtral.checkpoint import CheckpointError
 
+    bad = (CheckpointError, AudioError, FileNotFoundError, ValueError, SpeakerEncoderUnavailable, DVectorUnavailable)
     try:
         yield
-    except (CheckpointError, AudioError, FileNotFoundError, ValueError, SpeakerEncoderUnavailable) as e:
+    except bad as e:
         print(f"voxinv: error: {e}", file=sys.stderr)
         sys.exit(EXIT_BAD_INPUT)
     except OSError as e:

