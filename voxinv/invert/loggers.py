@@ -18,6 +18,7 @@ import csv
 import logging
 import os
 import sys
+import time
 import uuid
 import warnings
 from pathlib import Path
@@ -279,6 +280,16 @@ def wandb_logger(
     )
     # Lightning passes anonymous=None, which this wandb answers with a deprecation line on every run
     lg._wandb_init.pop("anonymous", None)
+    if resume:  # a killed segment's wandb-core can hold the run id a few seconds after its process died
+        for attempt in range(60):
+            try:
+                lg.experiment  # noqa: B018 (starts the W&B run now)
+                break
+            except Exception as e:
+                if "in use" not in str(e) or attempt == 59:
+                    raise
+                lg._experiment = None
+                time.sleep(1.0)
     return lg
 
 
