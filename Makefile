@@ -51,9 +51,11 @@ format: $(ENV)
 	$(PY) -m ruff check --fix voxinv tests experiments
 	$(PY) -m ruff format voxinv tests experiments
 
-# a real voice (assets/demo/) cloned on the speech-trained proxy codec, offline, ≈ 1 min on CPU
+# a real voice (assets/demo/) cloned on the speech-trained proxy codec, offline, ≈ 1 min on CPU. One torch
+# thread unless OMP_NUM_THREADS says otherwise: on 2 shared cores torch's default (2 threads) took 176 s
+# of CPU and 428 s wall for the same run that took 32 s of CPU on one thread.
 demo: $(ENV)
-	$(PY) -m voxinv.run experiment=demo
+	OMP_NUM_THREADS=$${OMP_NUM_THREADS:-1} $(PY) -m voxinv.run experiment=demo
 
 # what CI does (.ci/run) in a temporary clean clone of HEAD: no environment but pip's cache
 check-fresh:

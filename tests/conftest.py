@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 import torch
 
-# tiny models = thousands of tiny ops: extra threads only add sync waits (override: VOXINV_TEST_THREADS)
-torch.set_num_threads(int(os.environ.get("VOXINV_TEST_THREADS", "1")))
+# tiny models = thousands of tiny ops: extra threads only add sync waits (override: VOXINV_TEST_THREADS);
+# the same for every process a test starts (voxinv.run subprocesses: with torch's default threads two xdist
+# workers' subprocesses oversubscribed 2 cores and one timed out at 240 s in a fresh-clone run)
+os.environ["OMP_NUM_THREADS"] = os.environ.get("VOXINV_TEST_THREADS", "1")
+torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("VOXINV_SHARED", REPO.parent / "shared"))
