@@ -263,7 +263,6 @@ def test_wandb_workspace_definition(capsys, monkeypatch):
     assert w.main(["--wandb"]) == 0 and "not logged in" in capsys.readouterr().out
 
 
-@pytest.mark.usefixtures("restore_logging")
 def test_wandb_multirun_names_runs_by_what_is_swept(tmp_path, wandb_offline, wandb_records):
     """A 4-job multirun through the CLI, read back from its offline W&B files: named by the swept
     overrides only, tagged with them, grouped by the sweep, Hydra choices in the config, one voice
