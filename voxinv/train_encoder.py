@@ -315,14 +315,9 @@ def build_loss_terms(loss_cfg: DictConfig, sr: int, device) -> dict[str, nn.Modu
 
 
 def paired_terms(terms: dict[str, nn.Module], y: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every term per crop ``[B]``: reconstruction ``y[b]`` against its own crop ``x[b]``."""
-    out = {}
-    for name, term in terms.items():
-        if isinstance(term, PairedSpeaker):
-            out[name] = term(y, x)
-        else:  # the inversion terms take one target [N]: apply them crop by crop
-            out[name] = torch.cat([term(y[b : b + 1], x[b]) for b in range(y.shape[0])])
-    return out
+    """Every term per crop ``[B]``: reconstruction ``y[b]`` against its own crop ``x[b]``, one batched
+    call per term (the waveform terms take a paired target ``[B, N]``)."""
+    return {name: term(y, x) for name, term in terms.items()}
 
 
 class EncoderModule(pl.LightningModule):
@@ -428,6 +423,20 @@ class EncoderModule(pl.LightningModule):
         self.val_records = list(checkpoint.get("voxinv", {}).get("val_records", []))
 
 
+class StepClock(pl.Callback):
+    """Process CPU seconds of each training step (forward, backward, optimizer, logging), this process."""
+
+    def __init__(self):
+        self.steps: list[float] = []
+        self._t = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self._t = time.process_time()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.steps.append(time.process_time() - self._t)
+
+
 class ValMedia(pl.Callback):
     """Validation audio (first crop: target + reconstruction): W&B panels, or wav files under media/."""
 
@@ -488,7 +497,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
     from voxinv.voxtral.checkpoint import Checkpoint
     from voxinv.voxtral.codec import load_codec
 
-    t_start = time.time()
+    t_start, c_start = time.time(), time.process_time()
     d = cfg.data
     train_files = list_sources(d.sources, d.speakers, d.exclude_speakers)
     val_files = list_sources(cfg.val.sources, cfg.val.speakers, cfg.val.exclude_speakers) if cfg.val.sources else []
@@ -542,6 +551,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
         shutil.rmtree(out / "checkpoints")
     every = int(cfg.val_every)
     logger = build_logger(cfg, resume=resume is not None)
+    clock = StepClock()
     trainer = pl.Trainer(
         max_steps=int(cfg.steps),
         max_epochs=-1,
@@ -555,6 +565,7 @@ def train(cfg: DictConfig, out: Path) -> dict:
                 save_on_train_epoch_end=False,
             ),
             ValMedia(out),
+            clock,
         ],
         accelerator="gpu" if device.type == "cuda" else "cpu",
         gradient_clip_val=float(cfg.optim.grad_clip) or None,
@@ -585,6 +596,9 @@ def train(cfg: DictConfig, out: Path) -> dict:
         "crop_seconds": length / sr,
         "params_M": round(n_params / 1e6, 3),
         "wall_time_s": round(time.time() - t_start, 1),
+        "cpu_time_s": round(time.process_time() - c_start, 1),  # this process, this (resumed) session
+        "train_cpu_s": round(sum(clock.steps), 1),
+        "step_cpu_s": round(sorted(clock.steps)[len(clock.steps) // 2], 4) if clock.steps else None,  # median
         "device": str(device),
         "data": {
             "train_recordings": len(recs),
