@@ -172,9 +172,11 @@ def run_overrides(overrides: list[str], out: Path) -> dict:
 
 def history_curve(m: dict, mel_unit: float = 1.0) -> list[tuple]:
     """A run's evaluations (metrics.json ``history``) as benchmark curve points: [wall s (init + steps +
-    evaluations), mel / ``mel_unit``, objective, evaluation s so far, step, process CPU s (init wall +
-    steps + evaluations), evaluation CPU s so far] (see voxinv.eval.report.bench)."""
+    evaluations), mel / ``mel_unit``, objective, evaluation s so far, step, process CPU s (init CPU — its
+    wall where the run did not record it — + steps + evaluations), evaluation CPU s so far] (see
+    voxinv.eval.report.bench)."""
     init_s = float(m["init"].get("seconds", 0.0))
+    init_cpu = float(m["init"].get("cpu_s", init_s))
     return [
         (
             init_s + h["wall_s"],
@@ -182,7 +184,7 @@ def history_curve(m: dict, mel_unit: float = 1.0) -> list[tuple]:
             h["objective"],
             h.get("eval_s", 0.0),
             h["step"],
-            init_s + h["cpu_s"],
+            init_cpu + h["cpu_s"],
             h["eval_cpu_s"],
         )
         for h in m["history"]
@@ -190,9 +192,6 @@ def history_curve(m: dict, mel_unit: float = 1.0) -> list[tuple]:
 
 
 def cmd_run(args) -> int:
-    import soundfile as sf
-
-    from voxinv.voxtral.codes import load_codes
 
     torch.set_num_threads(args.threads)
     plan = load_plan(args.plan)
@@ -201,7 +200,8 @@ def cmd_run(args) -> int:
     log = out / "runs.jsonl"
     done = set()
     if log.is_file():
-        done = {(r["variant"], r["clip"], r["seed"]) for r in map(json.loads, log.read_text().splitlines())}
+        rows = map(json.loads, log.read_text().splitlines())
+        done = {(r["variant"], r["clip"], r["seed"], r.get("budget")) for r in rows}
     proxy = Proxy({})
     common = list(plan["common"])
     tiers = args.tiers.split(",") if args.tiers else list(plan["tiers"])
@@ -222,55 +222,71 @@ def cmd_run(args) -> int:
                 with refs.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 have_refs.add(clip_id)
-        # seed → clip → variant: the variants of one (clip, seed) run back to back (paired timings); a tier with
-        # `order: clip` runs clip → seed → variant instead (a cut-short run still has every seed of its clips)
+        # seed → clip → variant (→ budget): the variants of one (clip, seed) run back to back (paired timings); a
+        # tier with `order: clip` runs clip → seed → variant instead (a cut-short run still has every seed of its
+        # clips). A tier with `budgets` runs each variant once per budget N as its own run (steps=N, evaluated only
+        # at the end): what a user with that budget gets (`variant_budgets` narrows it per variant).
         if spec.get("order") == "clip":
             jobs = [(seed, c) for c in spec["clips"] for seed in seeds]
         else:
             jobs = [(seed, c) for seed in seeds for c in spec["clips"]]
         for seed, clip_id in jobs:
             for variant in spec["variants"]:
-                if (variant, clip_id, seed) in done:
-                    continue
-                path = work / "clips" / f"{clip_id}.wav"
-                rd = work / "runs" / variant / clip_id / f"seed{seed}"
-                t0 = time.time()
-                ov = [*common, *plan["variants"][variant], f"target.path={path}", f"seed={seed}"]
-                m = run_overrides(ov, rd)
-                wall = time.time() - t0
-                if m.get("stopped"):  # interrupted / non-finite: not a measurement of the plan's settings
-                    raise SystemExit(f"bench_speech: error: {rd}: {m['stopped']}; not recorded (re-run resumes here)")
-                target = torch.from_numpy(sf.read(str(rd / "target.wav"), dtype="float32")[0])
-                rec = torch.from_numpy(sf.read(str(rd / "reconstruction.wav"), dtype="float32")[0])
-                enc_codes, _ = proxy.encoder(clip_id, target)
-                s = score(target, rec, load_codes(rd / "codes.safetensors"), enc_codes)
-                init_s = float(m["init"].get("seconds", 0.0))
-                curve = history_curve(m, LN10)  # mrmel in log10 units
-                row = {
-                    "variant": variant,
-                    "tier": tier,
-                    "clip": clip_id,
-                    "seed": seed,
-                    **s,
-                    "self_graded": "spk" in m["loss_models"],
-                    "loss_models": m["loss_models"],
-                    "objective": m["final"]["total"],
-                    "wall_s": wall,
-                    "run_wall_s": m["wall_time_s"],
-                    "init_s": init_s,
-                    "steps": m["steps"],
-                    "best_step": m["best_step"],
-                    "curve": curve,
-                    "dir": str(rd.relative_to(work)),
-                }
-                with log.open("a") as f:
-                    f.write(json.dumps(row) + "\n")
-                print(
-                    f"[bench_speech] {variant} {clip_id} seed{seed}: mrmel {s['mrmel']:.4f} "
-                    f"spk {s['spk'] if s['spk'] is None else round(s['spk'], 3)} wall {wall:.0f} s",
-                    flush=True,
-                )
+                for budget in spec.get("variant_budgets", {}).get(variant, spec.get("budgets", [None])):
+                    if (variant, clip_id, seed, budget) in done:
+                        continue
+                    row = run_one(proxy, common, (variant, plan["variants"][variant]), work, clip_id, seed, budget)
+                    row = {"variant": variant, "tier": tier, "clip": clip_id, "seed": seed, **row}
+                    with log.open("a") as f:
+                        f.write(json.dumps(row) + "\n")
+                    print(
+                        f"[bench_speech] {variant} {clip_id} seed{seed}"
+                        + ("" if budget is None else f" steps={budget}")
+                        + f": mrmel {row['mrmel']:.4f} spk {row['spk'] if row['spk'] is None else round(row['spk'], 3)}"
+                        f" wall {row['wall_s']:.0f} s",
+                        flush=True,
+                    )
     return 0
+
+
+def run_one(
+    proxy: Proxy, common: list[str], variant: tuple[str, list[str]], work: Path, clip_id: str, seed: int, budget
+) -> dict:
+    """One inversion of a plan cell (``variant`` = (name, overrides); ``budget``: steps=N evaluated only at
+    the end, or None), scored: its row of runs.jsonl without variant / tier / clip / seed."""
+    import soundfile as sf
+
+    from voxinv.voxtral.codes import load_codes
+
+    name, overrides = variant
+    path = work / "clips" / f"{clip_id}.wav"
+    rd = work / "runs" / name / clip_id / f"seed{seed}"
+    ov = [*common, *overrides, f"target.path={path}", f"seed={seed}"]
+    if budget is not None:
+        rd, ov = rd / f"steps{budget}", [*ov, f"steps={budget}", "eval_every=0"]
+    t0 = time.time()
+    m = run_overrides(ov, rd)
+    wall = time.time() - t0
+    if m.get("stopped"):  # interrupted / non-finite: not a measurement of the plan's settings
+        raise SystemExit(f"bench_speech: error: {rd}: {m['stopped']}; not recorded (re-run resumes here)")
+    target = torch.from_numpy(sf.read(str(rd / "target.wav"), dtype="float32")[0])
+    rec = torch.from_numpy(sf.read(str(rd / "reconstruction.wav"), dtype="float32")[0])
+    enc_codes, _ = proxy.encoder(clip_id, target)
+    s = score(target, rec, load_codes(rd / "codes.safetensors"), enc_codes)
+    return {
+        **s,
+        **({} if budget is None else {"budget": budget}),
+        "self_graded": "spk" in m["loss_models"],
+        "loss_models": m["loss_models"],
+        "objective": m["final"]["total"],
+        "wall_s": wall,
+        "run_wall_s": m["wall_time_s"],
+        "init_s": float(m["init"].get("seconds", 0.0)),
+        "steps": m["steps"],
+        "best_step": m["best_step"],
+        "curve": history_curve(m, LN10),  # mrmel in log10 units
+        "dir": str(rd.relative_to(work)),
+    }
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -291,6 +307,7 @@ def cmd_report(args) -> int:
         "plot": plan.get("plot"),
         "notes": plan.get("notes", []),
         "encoder_seen": plan.get("encoder_seen"),
+        "budget": plan.get("budget", {}),
         "early_stop_every": args.early_stop_every,
     }
     (out / SETTINGS).write_text(json.dumps(settings, indent=1) + "\n")

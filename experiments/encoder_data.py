@@ -3,7 +3,11 @@
 Train (``<out>/train/manifest.json``): flite and espeak-ng voices reading the licence texts in
 ``/usr/share/common-licenses`` (synthesised here, offline, seconds of CPU), plus the real speakers of
 the benchmark set that the evaluation does not use (codec2's 8 kHz talkers, pocketsphinx's cards /
-raw-numbers speakers; listed in ``TRAIN_SPEAKERS``).
+raw-numbers speakers; listed in ``TRAIN_SPEAKERS``), plus (``--asterisk``) the real voices Debian
+ships as WAV prompts (``ASTERISK_PACKAGES``, one speaker per voice folder, 8 kHz) and (``--espeak-extra``)
+more espeak-ng voices × variants at random rate and pitch. Mild augmentation at build time: each
+asterisk chunk is kept as is or speed-perturbed (sox ``speed`` 0.92–1.08, pitch and tempo together);
+the trainer adds random crops and gain.
 Eval (``<out>/eval/manifest.json``): the first ``--eval-seconds`` of each benchmark clip of the
 held-out speakers (``EVAL_SPEAKERS``: LibriVox, linphone, ALSA, codec2 speech_orig_16k), never
 trained on. The benchmark set comes from ``experiments/benchmarks/prepare_real.py``.
@@ -50,6 +54,32 @@ TRAIN_SPEAKERS = (
     "ps_raw",
 )
 EVAL_SPEAKERS = ("librivox_ss01", "linphone_hello", "alsa_voice", "codec2_speech16k")
+ASTERISK_PACKAGES = (
+    "asterisk-core-sounds-en-wav",
+    "asterisk-core-sounds-fr-wav",
+    "asterisk-core-sounds-es-wav",
+    "asterisk-core-sounds-it-wav",
+    "asterisk-core-sounds-ru-wav",
+    "asterisk-prompt-it-menardi-wav",
+)
+# espeak-ng languages × variants (voices/!v): male, female and Klatt formant variants of several languages
+ESPEAK_EXTRA_LANGS = ("en-us", "en-gb", "fr", "es", "it", "de", "ru", "pt", "nl", "pl")
+ESPEAK_EXTRA_VARIANTS = (
+    "m1",
+    "m2",
+    "m3",
+    "m4",
+    "m6",
+    "m7",
+    "f1",
+    "f2",
+    "f3",
+    "f5",
+    "klatt",
+    "klatt4",
+    "croak",
+    "whisperf",
+)
 
 
 def sentences(n: int, min_words: int = 8, max_words: int = 28) -> list[str]:
@@ -74,7 +104,9 @@ def synth(cmd: list[str], wav: Path) -> torch.Tensor:
     return trim_silence(read_audio(wav, SR), SR)
 
 
-def make_train(out: Path, bench: dict, bench_dir: Path, per_voice: int) -> None:
+def make_train(
+    out: Path, bench: dict, bench_dir: Path, per_voice: int, asterisk: bool = False, espeak_extra: int = 0
+) -> None:
     out.mkdir(parents=True, exist_ok=True)
     clips = []
     texts = sentences(per_voice * (len(FLITE_VOICES) + len(ESPEAK_VOICES)))
@@ -105,10 +137,17 @@ def make_train(out: Path, bench: dict, bench_dir: Path, per_voice: int) -> None:
                         }
                     )
             print(f"{engine}: {len(voices)} voices × {per_voice} sentences", file=sys.stderr)
+    if espeak_extra:
+        add_espeak_extra(out, clips, texts, espeak_extra, seed=1)
+    if asterisk:
+        add_asterisk(out, clips, chunk_s=60.0, seed=2)
     for c in bench["clips"]:
         if c["speaker"] in TRAIN_SPEAKERS:
             src = (bench_dir / c["path"]).resolve()
             clips.append({**c, "path": str(src)})
+    leaked = sorted({c["speaker"] for c in clips} & set(EVAL_SPEAKERS))
+    if leaked:  # the split check: no held-out speaker in training, whatever was added
+        raise SystemExit(f"voxinv: error: held-out speakers {leaked} in the training set")
     total = sum(c["duration_s"] for c in clips)
     (out / "manifest.json").write_text(
         json.dumps(
@@ -126,6 +165,96 @@ def make_train(out: Path, bench: dict, bench_dir: Path, per_voice: int) -> None:
         f"train: {len(clips)} clips, {total / 60:.1f} min, {len({c['speaker'] for c in clips})} speakers",
         file=sys.stderr,
     )
+
+
+def asterisk_files(package: str) -> dict[str, list[Path]]:
+    """The package's WAV prompts grouped by voice folder (``/usr/share/asterisk/sounds/<voice>/…``)."""
+    try:
+        listed = subprocess.run(["dpkg", "-L", package], check=True, capture_output=True, text=True).stdout
+    except (subprocess.CalledProcessError, FileNotFoundError):
+        print(f"{package}: not installed, skipped (apt-get install {package})", file=sys.stderr)
+        return {}
+    out: dict[str, list[Path]] = {}
+    for line in sorted(listed.splitlines()):
+        p = Path(line)
+        if p.suffix == ".wav" and "sounds" in p.parts and p.is_file():
+            voice = p.parts[p.parts.index("sounds") + 1]
+            out.setdefault(voice, []).append(p)
+    return out
+
+
+def _write_chunk(f: Path, parts: list[torch.Tensor], sr: int, speed: float) -> float:
+    """Write the joined prompts (16-bit, source rate), speed-perturbed by sox unless ``speed`` is 1; seconds."""
+    import soundfile as sf
+
+    w = torch.cat(parts)
+    w = w * min(1.0, 0.9 / float(w.abs().max().clamp_min(1e-9)))  # headroom for sox's resampling filter
+    sf.write(str(f), w.numpy(), sr, subtype="PCM_16")
+    if speed != 1.0:
+        tmp = f.with_suffix(".sp.wav")
+        subprocess.run(["sox", str(f), str(tmp), "speed", f"{speed:.3f}", "rate", str(sr)], check=True)
+        tmp.replace(f)
+    return sf.info(str(f)).duration
+
+
+def add_asterisk(out: Path, clips: list[dict], chunk_s: float, seed: int) -> None:
+    """One speaker per voice folder: its prompts trimmed, joined with 0.2 s gaps into ``chunk_s`` chunks,
+    written at the source rate; half of the chunks speed-perturbed (sox, 0.92–1.08)."""
+    import soundfile as sf
+
+    g = torch.Generator().manual_seed(seed)
+    for pkg in ASTERISK_PACKAGES:
+        for voice, files in asterisk_files(pkg).items():
+            sr = sf.info(str(files[0])).samplerate
+            chunks: list[list[torch.Tensor]] = [[]]
+            for f in files:
+                x, fsr = sf.read(str(f), dtype="float32", always_2d=True)
+                if fsr != sr or x.shape[0] < int(0.3 * sr):
+                    continue  # one rate per voice (all 8 kHz), a stray or empty file is skipped, not resampled
+                w = trim_silence(torch.from_numpy(x.mean(1)), sr)
+                if w.numel() < int(0.3 * sr):
+                    continue
+                if sum(p.numel() for p in chunks[-1]) >= chunk_s * sr:
+                    chunks.append([])
+                chunks[-1] += [w, torch.zeros(int(0.2 * sr))]
+            for k, parts in enumerate(c for c in chunks if c):
+                r = torch.rand(2, generator=g)
+                speed = 1.0 if float(r[0]) < 0.5 else round(0.92 + 0.16 * float(r[1]), 3)
+                cid = f"asterisk_{voice}_{k:03d}"
+                dur = _write_chunk(out / f"{cid}.wav", parts, sr, speed)
+                clips.append(
+                    {"id": cid, "path": f"{cid}.wav", "speaker": f"asterisk/{voice}", "package": pkg,
+                     "speed": speed, "duration_s": round(dur, 3), "sample_rate": sr}
+                )  # fmt: skip
+            print(f"asterisk {voice}: {len(chunks)} chunks of ≤ {chunk_s:.0f} s", file=sys.stderr)
+
+
+def add_espeak_extra(out: Path, clips: list[dict], texts: list[str], per_voice: int, seed: int) -> None:
+    """espeak-ng ``lang+variant`` voices (one speaker each), each sentence at a random rate and pitch."""
+    g = torch.Generator().manual_seed(seed)
+    k = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        tmpwav = Path(tmp) / "x.wav"
+        for lang in ESPEAK_EXTRA_LANGS:
+            for var in ESPEAK_EXTRA_VARIANTS:
+                v = f"{lang}+{var}"
+                for i in range(per_voice):
+                    text = texts[k % len(texts)]
+                    k += 1
+                    rate = 130 + int(60 * float(torch.rand((), generator=g)))
+                    pitch = 30 + int(40 * float(torch.rand((), generator=g)))
+                    cmd = ["espeak-ng", "-v", v, "-s", str(rate), "-p", str(pitch), "-w", str(tmpwav), text]
+                    wav = synth(cmd, tmpwav)
+                    cid = f"espeakx_{lang}_{var}_{i:03d}"
+                    write_wav(out / f"{cid}.wav", wav, SR)
+                    clips.append(
+                        {"id": cid, "path": f"{cid}.wav", "speaker": f"synthetic/espeak-ng-{v}", "synthetic": True,
+                         "duration_s": round(wav.numel() / SR, 3), "sample_rate": SR, "text": text}
+                    )  # fmt: skip
+        print(
+            f"espeak-ng extra: {len(ESPEAK_EXTRA_LANGS) * len(ESPEAK_EXTRA_VARIANTS)} voices × {per_voice}",
+            file=sys.stderr,
+        )
 
 
 def make_eval(out: Path, bench: dict, bench_dir: Path, seconds: float) -> None:
@@ -151,6 +280,8 @@ def main() -> None:
     ap.add_argument("--out", default="data/encoder")
     ap.add_argument("--per-voice", type=int, default=24, help="sentences per synthetic voice")
     ap.add_argument("--eval-seconds", type=float, default=1.6)
+    ap.add_argument("--asterisk", action="store_true", help="add the asterisk WAV voices (ASTERISK_PACKAGES)")
+    ap.add_argument("--espeak-extra", type=int, default=0, help="sentences per extra espeak-ng voice (0: none)")
     a = ap.parse_args()
     bm = Path(a.benchmark)
     if not bm.is_file():
@@ -158,7 +289,7 @@ def main() -> None:
     bench = json.loads(bm.read_text())
     overlap = set(TRAIN_SPEAKERS) & set(EVAL_SPEAKERS)
     assert not overlap, overlap
-    make_train(Path(a.out) / "train", bench, bm.parent, a.per_voice)
+    make_train(Path(a.out) / "train", bench, bm.parent, a.per_voice, a.asterisk, a.espeak_extra)
     make_eval(Path(a.out) / "eval", bench, bm.parent, a.eval_seconds)
 
 

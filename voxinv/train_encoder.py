@@ -316,14 +316,9 @@ def build_loss_terms(loss_cfg: DictConfig, sr: int, device) -> dict[str, nn.Modu
 
 
 def paired_terms(terms: dict[str, nn.Module], y: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Every term per crop ``[B]``: reconstruction ``y[b]`` against its own crop ``x[b]``."""
-    out = {}
-    for name, term in terms.items():
-        if isinstance(term, PairedSpeaker):
-            out[name] = term(y, x)
-        else:  # the inversion terms take one target [N]: apply them crop by crop
-            out[name] = torch.cat([term(y[b : b + 1], x[b]) for b in range(y.shape[0])])
-    return out
+    """Every term per crop ``[B]``: reconstruction ``y[b]`` against its own crop ``x[b]``, one batched
+    call per term (the waveform terms take a paired target ``[B, N]``)."""
+    return {name: term(y, x) for name, term in terms.items()}
 
 
 class EncoderModule(pl.LightningModule):
@@ -429,6 +424,20 @@ class EncoderModule(pl.LightningModule):
         self.val_records = list(checkpoint.get("voxinv", {}).get("val_records", []))
 
 
+class StepClock(pl.Callback):
+    """Process CPU seconds of each training step (forward, backward, optimizer, logging), this process."""
+
+    def __init__(self):
+        self.steps: list[float] = []
+        self._t = 0.0
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        self._t = time.process_time()
+
+    def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+        self.steps.append(time.process_time() - self._t)
+
+
 class ValMedia(pl.Callback):
     """Validation audio (first crop: target + reconstruction): W&B panels, or wav files under media/."""
 
@@ -501,18 +510,18 @@ def train(cfg: DictConfig, out: Path) -> dict:
 
     from voxinv.invert.guard import preflight
 
-    t_start = time.time()
+    t_start, c_start = time.time(), time.process_time()
     mine = rundir.held(out) is None  # else Hydra's callback claimed it
     claim = preflight(cfg, out, "train_encoder", hydra_written=HydraConfig.initialized())
     train_files, val_files = claim.cache["sources"]
     try:
-        return _train(cfg, out, train_files, val_files, t_start)
+        return _train(cfg, out, train_files, val_files, t_start, c_start)
     finally:
         if mine:
             claim.release()
 
 
-def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float) -> dict:
+def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float, c_start: float) -> dict:
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from voxinv.invert.callbacks import AtomicCheckpointIO
@@ -568,6 +577,7 @@ def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float) -
     )
     every = int(cfg.val_every)
     loggers = build_loggers(cfg, resume=resume is not None)
+    clock = StepClock()
     trainer = pl.Trainer(
         max_steps=int(cfg.steps),
         max_epochs=-1,
@@ -581,6 +591,7 @@ def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float) -
                 save_on_train_epoch_end=False,
             ),
             ValMedia(out),
+            clock,
         ],
         accelerator="gpu" if device.type == "cuda" else "cpu",
         plugins=[AtomicCheckpointIO()],
@@ -613,6 +624,9 @@ def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float) -
         "crop_seconds": length / sr,
         "params_M": round(n_params / 1e6, 3),
         "wall_time_s": round(time.time() - t_start, 1),
+        "cpu_time_s": round(time.process_time() - c_start, 1),  # this process, this (resumed) session
+        "train_cpu_s": round(sum(clock.steps), 1),
+        "step_cpu_s": round(sorted(clock.steps)[len(clock.steps) // 2], 4) if clock.steps else None,  # median
         "device": str(device),
         "data": {
             "train_recordings": len(recs),

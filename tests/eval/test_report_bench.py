@@ -183,3 +183,36 @@ def test_independent_graders_held_out_rule(tmp_path):
     assert "| `d` | 2 | 1 | d-vector | spk GE2E | 0.500 ± 0.014 | 0.810 ± 0.014 ‡ |" in md
     assert "| *original recording* | 1 | 1 | – | – | – | – | 0.050 (whole clip vs its transcript)" in md
     assert "'hello there'" in md and "none: the encoder's decode is unintelligible" in md
+
+
+def test_budgeted_runs_table(tmp_path):
+    """Rows with ``budget`` N (one run of steps=N each) get their own table; the speed-up is the default's
+    largest-budget CPU s over the cheapest budget (seed mean) reaching its MR log-mel, and the recipe's likewise."""
+
+    def b(variant: str, n: int, mrmel: float, cpu: float, seed: int = 0) -> dict:
+        curve = [[cpu + 1, mrmel / 2, 1.0, 0.5, n, cpu + 0.5, 0.5]]  # CPU s without evaluations = cpu
+        return {**_row(variant, "c1", mrmel, 0.5, curve, steps=n), "seed": seed, "budget": n}
+
+    rows = [
+        b("d", 0, 0.9, 1.0),
+        b("d", 10, 0.5, 3.0),
+        b("d", 10, 0.7, 3.0, seed=1),  # seed mean 0.6
+        b("d", 100, 0.40, 20.0),
+        b("l", 0, 0.6, 1.2),
+        b("l", 10, 0.42, 2.0),
+        b("l", 100, 0.38, 19.0),  # reaches 0.40 only at N=100: 20/19 ×; reaches the recipe's 0.45 at N=10
+        # the recipe: ordinary (not budgeted) runs, its final scores and CPU s (seed mean: 0.45, 40 s)
+        {**_row("r", "c1", 0.44, 0.5, [[1.0, 0.4, 1.0, 0.5, 100, 40.5, 0.5]], steps=100), "seed": 0},
+        {**_row("r", "c1", 0.46, 0.5, [[1.0, 0.4, 1.0, 0.5, 100, 40.5, 0.5]], steps=100), "seed": 1},
+    ]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (tmp_path / "report.json").write_text(json.dumps({"budget": {"baseline": "d", "recipe": "r"}}))
+    s = bench_report(tmp_path)
+    assert set(s["variants"]) == {"r"}  # budget rows stay out of the per-run sections
+    bt = s["budget"]
+    assert bt["variants"]["d"][10]["mrmel"] == pytest.approx(0.6)
+    row = bt["per_clip"]["l"]["c1"]
+    assert row["default"]["budget"] == 100 and row["default"]["speedup"] == pytest.approx(20.0 / 19.0)
+    assert row["recipe"]["budget"] == 10 and row["recipe"]["speedup"] == pytest.approx(20.0)
+    assert row["end_delta"] == pytest.approx(-0.02)
+    assert "## Budgeted runs" in (tmp_path / "report.md").read_text()

@@ -200,3 +200,20 @@ def test_encoder_reproduces_eval_json_all_sources(proxy_codec):
         pytest.skip(f"eval.json source files absent: {missing[:3]}")
     got = [_check_eval(proxy_codec, read_audio(sources[n], 24000), ev[n]) for n in names]
     assert len(got) == 15 and abs(sum(got) / len(got) - ev["_mean_mrmel"]) <= 0.03  # measured: 0.709 vs 0.726
+
+
+def test_learned_encoder_asset_reproduces_its_heldout_score(proxy_dir):
+    """The committed learned encoder (issue 21) loads through ``load_codec`` and, alone (no refinement), scores
+    its committed held-out MR log-mel on one short held-out clip (within rounding: the figure has 4 decimals)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("lea", REPO / "experiments" / "learned_encoder_asset.py")
+    lea = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(lea)
+    info = json.loads((ASSETS / "learned_encoder.json").read_text())
+    clip = "linphone_hello_a"
+    ref = info["heldout"]["clips"][clip]["learned"]
+    codec = load_codec(Checkpoint(proxy_dir), dtype=torch.float32, encoder_path=ASSETS / info["file"])
+    got = lea.score_encoder(codec, lea.heldout_wav(_clip(clip), info["heldout"]["seconds"]))
+    assert got["mrmel"] == pytest.approx(ref["mrmel"], abs=1e-3), (got, ref)
+    assert got["distinct_sem"] == ref["distinct_sem"]

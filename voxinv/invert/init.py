@@ -41,12 +41,13 @@ def initialise(init: Init, params: CodeParams, codec: VoxtralCodec, target, ckpt
     ``info["interrupted"]`` says where an interrupt stopped it (the codes so far are set: searched
     frames of an interrupted restart, the parameters' own start for the restarts not reached)."""
     info: dict = {"kind": init.kind}
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     start = init.start_codes(params, codec, target, ckpt, info)
     if start is None:  # the parameters' own random start
         return info
     params.set_codes(start, logit_margin=init.logit_margin)
     info["seconds"] = round(time.time() - t0, 3)
+    info["cpu_s"] = round(time.process_time() - c0, 3)  # this process's CPU time (load-independent, 1 thread)
     if "interrupted" in info:
         log.warning("init %s interrupted (%s) after %.1f s", init.kind, info["interrupted"], info["seconds"])
     else:

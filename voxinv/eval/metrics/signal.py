@@ -21,8 +21,14 @@ MEL_BINS = 80
 MEL_HOP_RATIO = 0.25
 
 
+def as_batch(x: torch.Tensor) -> torch.Tensor:
+    """A loss target as a batch: one waveform ``[N]`` → ``[1, N]`` (shared by all items); ``[B, N]`` as is."""
+    return x[None] if x.dim() == 1 else x
+
+
 class MultiScaleLogMel(nn.Module):
-    """Mean over scales of mean |log(mel(y) + eps) − log(mel(x) + eps)|: ``y [B, N]``, ``x [N]`` → ``[B]``.
+    """Mean over scales of mean |log(mel(y) + eps) − log(mel(x) + eps)|: ``y [B, N]``, ``x [N]`` (one
+    target) or ``[B, N]`` (one per item) → ``[B]``.
 
     Magnitude (power 1) mel spectrograms, hop ``n_fft · hop_ratio``, centred frames.
     """
@@ -39,11 +45,11 @@ class MultiScaleLogMel(nn.Module):
         )
         self.eps = eps
 
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] -> [B]
+    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] or [B, N] -> [B]
         out = 0.0
         for mel in self.mels:  # one transform per scale for all restarts; the target without a graph
             with torch.no_grad():
-                mx = torch.log(mel(x[None].to(y.dtype)) + self.eps)  # [1, n_mels, frames]
+                mx = torch.log(mel(as_batch(x).to(y.dtype)) + self.eps)  # [1 or B, n_mels, frames]
             out = out + (torch.log(mel(y) + self.eps) - mx).abs().mean((-1, -2))
         return out / len(self.mels)
 
