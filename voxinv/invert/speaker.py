@@ -43,17 +43,23 @@ class SpeakerEncoderUnavailable(ImportError):
     """The resemblyzer package (which ships the pretrained weights) is not installed."""
 
 
+def packaged_file(package: str, rel: str, what: str, hint: str, error: type[ImportError]) -> Path:
+    """Path of model file ``rel`` shipped inside ``package``, found without importing the package;
+    ``error`` (naming ``hint``, the install command) when the package or the file is missing."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise error(f"{what} needs the {package} package: {hint}")
+    path = Path(next(iter(spec.submodule_search_locations))) / rel
+    if not path.is_file():
+        raise error(f"{package} is installed but {path} is missing: reinstall ({hint})")
+    return path
+
+
 def weights_path() -> Path:
     """Path of resemblyzer's ``pretrained.pt`` without importing resemblyzer (its import needs webrtcvad)."""
-    spec = importlib.util.find_spec("resemblyzer")
-    if spec is None or not spec.submodule_search_locations:
-        raise SpeakerEncoderUnavailable(f"speaker encoder weights need the resemblyzer package: {INSTALL_HINT}")
-    path = Path(next(iter(spec.submodule_search_locations))) / "pretrained.pt"
-    if not path.is_file():
-        raise SpeakerEncoderUnavailable(
-            f"resemblyzer is installed but {path} is missing: reinstall with {INSTALL_HINT}"
-        )
-    return path
+    return packaged_file(
+        "resemblyzer", "pretrained.pt", "the GE2E speaker encoder", INSTALL_HINT, SpeakerEncoderUnavailable
+    )
 
 
 def partial_starts(n_samples: int, rate: float = RATE, min_coverage: float = MIN_COVERAGE) -> list[int]:

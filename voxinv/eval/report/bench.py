@@ -109,12 +109,13 @@ def load(path: str | Path) -> tuple[pd.DataFrame, dict[str, dict], dict[str, dic
     return df, enc, same
 
 
-def _ms(v: Sequence) -> str:
+def _ms(v: Sequence, digits: int = 4) -> str:
+    """``mean ± std`` of the finite values of ``v`` (``–`` when there are none)."""
     v = [float(x) for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))]
     if not v:
         return "–"
     m, s = mean_std(v)
-    return f"{m:.4f} ± {s:.4f}" if len(v) > 1 else f"{m:.4f}"
+    return f"{m:.{digits}f} ± {s:.{digits}f}" if len(v) > 1 else f"{m:.{digits}f}"
 
 
 def _opt_curve(curve: list, steps: int, clock: str = "wall") -> list[tuple[float, float, float, int]]:
@@ -228,11 +229,7 @@ def early_stop_replay(
 
 
 def _ms_short(v: Sequence) -> str:
-    v = [float(x) for x in v if x is not None and not (isinstance(x, float) and math.isnan(x))]
-    if not v:
-        return "–"
-    m, sd = mean_std(v)
-    return f"{m:.3f} ± {sd:.3f}" if len(v) > 1 else f"{m:.3f}"
+    return _ms(v, digits=3)
 
 
 def _cpu_s(row: Mapping) -> float:
