@@ -257,3 +257,21 @@ def test_ddp_two_cpu_processes(audio, tmp_path, voxinv_cache):
     assert r.returncode == 0, r.stderr[-2000:]
     m = json.loads((out / "metrics.json").read_text())
     assert m["devices"] == 2 and m["steps"] == 4 and m["reload_codes_equal"] is True
+
+
+def test_interrupt_exports_the_encoder_so_far(audio, tmp_path, monkeypatch, voxinv_cache):
+    """Ctrl-C (or SIGTERM, handled alike) during training: the encoder so far is exported, metrics.json says
+    why, and the exit status is 130 (README "Exit codes"), not Lightning's 1."""
+    monkeypatch.setenv("VOXINV_CACHE", str(voxinv_cache))
+    step = TE.EncoderModule.training_step
+
+    def ctrl_c_at_3(self, batch, i):
+        if self.trainer.global_step == 3:
+            raise KeyboardInterrupt
+        return step(self, batch, i)
+
+    monkeypatch.setattr(TE.EncoderModule, "training_step", ctrl_c_at_3)
+    m = TE.train(cfg_of(audio, "steps=12", "val.sources=[]"), tmp_path / "run")
+    assert m["stopped"] == "interrupted at step 3; exported the encoder so far" and m["exit_code"] == 130
+    assert m["steps"] == 3 and (tmp_path / "run" / "encoder.safetensors").is_file()
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["exit_code"] == 130

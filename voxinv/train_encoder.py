@@ -525,7 +525,7 @@ def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float, c
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from voxinv.invert.callbacks import AtomicCheckpointIO
-    from voxinv.invert.guard import check_resume_file
+    from voxinv.invert.guard import check_resume_file, interrupt_code, sigterm_as_interrupt
     from voxinv.invert.loggers import build_loggers, wandb_of
     from voxinv.voxtral.checkpoint import Checkpoint, CheckpointError, load_plain
     from voxinv.voxtral.codec import load_codec
@@ -602,8 +602,20 @@ def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float, c
         limit_val_batches=1.0 if val_loader is not None else 0,
         **cfg.trainer,
     )
+    stopped, exit_code = None, 0
     if n_items:
-        trainer.fit(module, loader, val_loader, ckpt_path=resume, weights_only=True)
+        with sigterm_as_interrupt():  # SIGTERM (schedulers) like Ctrl-C: export the encoder so far, exit 128 + signal
+            try:
+                trainer.fit(module, loader, val_loader, ckpt_path=resume, weights_only=True)
+            except SystemExit:  # Lightning answers Ctrl-C with sys.exit(1)
+                if not trainer.interrupted:
+                    raise
+        if trainer.interrupted:
+            stopped, exit_code = (
+                f"interrupted at step {trainer.global_step}; exported the encoder so far",
+                interrupt_code(),
+            )
+            log.warning("stopping: %s (resume=true continues from the last checkpoint)", stopped)
     elif resume:
         log.info("resume: %s already holds all %d steps: exporting it", resume, int(cfg.steps))
         module.load_state_dict(state["state_dict"])
@@ -641,6 +653,8 @@ def _train(cfg: DictConfig, out: Path, train_files, val_files, t_start: float, c
             "ema_distinct": int((module.usage_ema > 1e-3).sum()),
         },
         "val": module.val_records,
+        "stopped": stopped,
+        "exit_code": exit_code,
     }
     if val_loader is not None:
         reloaded = load_codec(ckpt, encoder_path=enc_path)
@@ -671,9 +685,11 @@ def main(cfg: DictConfig) -> None:
     out = Path(HydraConfig.get().runtime.output_dir)
     try:
         with exit_on_bad_input():  # bad input: one line, exit 2; a full disk: one line, exit 3
-            train(cfg, out)
+            metrics = train(cfg, out)
     finally:
         rundir.release(out)
+    if metrics.get("exit_code"):
+        sys.exit(metrics["exit_code"])  # interrupted: 128 + signal (README "Exit codes"); metrics.json says why
 
 
 if __name__ == "__main__":
