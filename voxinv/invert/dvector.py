@@ -143,17 +143,9 @@ class DVectorEncoder(nn.Module):
 
     def embed(self, wav: torch.Tensor, sr: int = 24000) -> torch.Tensor:
         """Utterance d-vectors ``[B, 256]`` (unit norm) of waveforms ``[B, N]`` (or ``[N]``) at ``sr``."""
-        if wav.dim() == 1:
-            wav = wav[None]
-        if wav.dim() != 2:
-            raise ValueError(f"d-vector encoder wants a waveform [B, N], got shape {tuple(wav.shape)}")
-        wav = wav.float()
-        if sr != SR:
-            import torchaudio.functional as AF
+        from voxinv.invert.speaker import batch_at_16k
 
-            wav = AF.resample(wav, sr, SR)
-        if wav.shape[-1] < self.n_fft:
-            raise ValueError(f"waveform too short for the d-vector encoder ({wav.shape[-1]} samples at 16 kHz)")
+        wav = batch_at_16k(wav, sr, self.n_fft, "d-vector encoder")
         w = self.windows(self.features(wav))  # [B, W, 80, 40]
         b, n = w.shape[:2]
         emb = F.normalize(self.window_embeddings(w.reshape(b * n, self.frames, self.n_mels)), dim=-1, eps=1e-12)

@@ -55,6 +55,23 @@ def packaged_file(package: str, rel: str, what: str, hint: str, error: type[Impo
     return path
 
 
+def batch_at_16k(wav: torch.Tensor, sr: int, min_samples: int, what: str) -> torch.Tensor:
+    """Waveforms ``[B, N]`` (or ``[N]``) at ``sr`` as float ``[B, N']`` at 16 kHz, the rate both speaker
+    models take; ``ValueError`` for another shape or fewer than ``min_samples`` samples at 16 kHz."""
+    if wav.dim() == 1:
+        wav = wav[None]
+    if wav.dim() != 2:
+        raise ValueError(f"{what} wants a waveform [B, N], got shape {tuple(wav.shape)}")
+    wav = wav.float()
+    if sr != SR:
+        import torchaudio.functional as AF
+
+        wav = AF.resample(wav, sr, SR)
+    if wav.shape[-1] < min_samples:
+        raise ValueError(f"waveform too short for the {what} ({wav.shape[-1]} samples at 16 kHz)")
+    return wav
+
+
 def weights_path() -> Path:
     """Path of resemblyzer's ``pretrained.pt`` without importing resemblyzer (its import needs webrtcvad)."""
     return packaged_file(
@@ -118,17 +135,7 @@ class SpeakerEncoder(nn.Module):
 
     def embed(self, wav: torch.Tensor, sr: int = 24000, normalize_volume: bool = True) -> torch.Tensor:
         """Utterance embeddings ``[B, 256]`` (unit norm) of waveforms ``[B, N]`` (or ``[N]``) at ``sr``."""
-        if wav.dim() == 1:
-            wav = wav[None]
-        if wav.dim() != 2:
-            raise ValueError(f"speaker encoder wants a waveform [B, N], got shape {tuple(wav.shape)}")
-        wav = wav.float()
-        if sr != SR:
-            import torchaudio.functional as AF
-
-            wav = AF.resample(wav, sr, SR)
-        if wav.shape[-1] < HOP:
-            raise ValueError(f"waveform too short for the speaker encoder ({wav.shape[-1]} samples at 16 kHz)")
+        wav = batch_at_16k(wav, sr, HOP, "speaker encoder")
         if normalize_volume:
             wav = self.normalize_volume(wav)
         starts = partial_starts(wav.shape[-1])
