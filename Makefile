@@ -12,7 +12,7 @@ ENV := $(if $(filter $(VENV)/bin/python,$(PY)),$(VENV)/.installed)
 .PHONY: install test test-all lint format demo bench data check-fresh clean
 
 # torch: an installed one is kept (machines with a pinned or CUDA-specific torch); otherwise pip's
-# default index decides (PyPI: the CUDA build on Linux, ≈ 6.7 GB of venv), except that machines
+# default index decides (PyPI: the CUDA build on Linux, ≈ 7 GB of venv), except that machines
 # without nvidia-smi take the CPU wheels (≈ 1 GB of venv) from TORCH_INDEX when that index answers
 # within 5 s; an unreachable index falls back to pip's default, never fails. `make install
 # TORCH_INDEX=URL` picks another index (e.g. https://download.pytorch.org/whl/cu124), TORCH_INDEX= none.
