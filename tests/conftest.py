@@ -130,6 +130,15 @@ def wandb_offline(tmp_path, monkeypatch):
 
 
 @pytest.fixture(autouse=True)
+def own_wandb_service(monkeypatch):
+    """An in-process W&B run leaves ``WANDB_SERVICE`` in ``os.environ``: the processes later tests start
+    would then share this worker's wandb-core, where a SIGKILLed child's run id stays registered and its
+    resume fails with "run ID … is in use" (seen in a fresh-clone CI run). Each test starts without it,
+    as a user's shell does."""
+    monkeypatch.delenv("WANDB_SERVICE", raising=False)
+
+
+@pytest.fixture(autouse=True)
 def restore_logging():
     """A Hydra app run in-process (``voxinv.run.main``, the CLI verbs) configures the root logger: a
     stream handler on the test's captured stdout (closed after the test, so any later record, even at

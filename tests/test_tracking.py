@@ -33,6 +33,7 @@ def cli_env(voxinv_cache, tmp_path) -> dict:
     for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         env[var] = str(tmp_path / "wandb-home")
     env.pop("WANDB_API_KEY", None)
+    env.pop("WANDB_SERVICE", None)  # each CLI process starts its own wandb-core, as from a user's shell
     return env
 
 
