@@ -19,7 +19,11 @@ from pathlib import Path
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-HELD_OUT = ("librivox_ss01_0870", "linphone_hello_a", "codec2_speech16k_a", "alsa_front")
+# every benchmark clip of the 4 speakers neither the proxy nor the learned encoder trained on
+HELD_OUT = (
+    "librivox_ss01_0870", "linphone_hello_a", "codec2_speech16k_a", "alsa_front", "librivox_ss01_0880_0930",
+    "librivox_ss01_0890", "librivox_ss01_0920", "linphone_hello_b", "codec2_speech16k_b", "alsa_rear_side",
+)  # fmt: skip
 
 
 def heldout_wav(path: Path, seconds: float) -> torch.Tensor:

@@ -155,11 +155,19 @@ def nn_d2(table: torch.Tensor, chunk: int = 1024) -> float:
 
 
 def quantize_ste(
-    latent: torch.Tensor, table: torch.Tensor, levels: int, *, semantic: str, tau: float, unit: float
+    latent: torch.Tensor,
+    table: torch.Tensor,
+    levels: int,
+    *,
+    semantic: str,
+    tau: float,
+    unit: float,
+    usage_tau: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, torch.Tensor]]:
     """Encoder latent ``[B, 292, T]`` → (latent of valid codes ``[B, 292, T]`` with straight-through
     gradients, raw codes ``[B, 37, T]``, aux terms). The forward values are exactly those of
-    ``Quantizer.encode`` + ``Quantizer.decode`` (nearest entry; tanh then round to 21 levels)."""
+    ``Quantizer.encode`` + ``Quantizer.decode`` (nearest entry; tanh then round to 21 levels).
+    ``usage_tau`` (default ``tau``): the temperature of the usage term's assignments only."""
     D = table.shape[1]
     z = latent[:, :D].transpose(1, 2).float()  # [B, T, 256]
     B, T, _ = z.shape
@@ -180,7 +188,9 @@ def quantize_ste(
     ac = fsq_values(q, levels)
     out = torch.cat([sem.transpose(1, 2), ac], dim=1)  # [B, 292, T]
     codes = torch.cat([idx.view(B, 1, T), q.detach().round().long()], dim=1)  # [B, 37, T]
-    mean_p = soft.mean(0)
+    # at tau = 1 each frame's soft assignment spreads over hundreds of entries, so its batch mean stays
+    # high-entropy while the argmins collapse onto a few: a sharper usage temperature sees the collapse
+    mean_p = (soft if usage_tau is None else (-d2 / (usage_tau * unit)).softmax(-1)).mean(0)
     aux = {
         "commit": (z - e.detach()).pow(2).sum(-1).mean() / unit,
         "usage": 1 + (mean_p * (mean_p + 1e-12).log()).sum() / math.log(table.shape[0]),  # 1 − H/log V
@@ -352,6 +362,7 @@ class EncoderModule(pl.LightningModule):
             semantic=q.semantic,
             tau=float(q.tau),
             unit=self.unit,
+            usage_tau=None if q.get("usage_tau") is None else float(q.usage_tau),
         )
 
     def losses(self, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
