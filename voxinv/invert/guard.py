@@ -216,8 +216,8 @@ def preflight(
     cfg: DictConfig, out: Path, kind: str = "invert", *, hydra_written: bool = True, inputs: Callable | None = None
 ) -> rundir.Claim:
     """Everything that happens before a run writes anything: the settings table, the run directory
-    claim (refused: one line), the inputs (``inputs(cfg)``, by default :func:`check_inputs`; what it returns
-    is kept in ``claim.cache["inputs"]``), a resume's config against the run's own; then the old run's files go
+    claim (refused: one line), the inputs (``inputs(cfg)`` → ``claim.cache["inputs"]``; by default
+    :func:`check_inputs` → ``"source"``), a resume's config against the run's own; then the old run's files go
     (``overwrite=true``) and the marker is written. Idempotent within a process (Hydra's callback runs
     it before Hydra writes ``.hydra/``; the run calls it again). ``hydra_written``: Hydra has already
     written this run's ``.hydra/`` and log (a multirun job): an overwrite keeps them."""
@@ -268,8 +268,7 @@ class CheckRunDir(Callback):
     … suffix instead. A sweep directory must be creatable and writable."""
 
     def __init__(self, kind: str = "invert", inputs: str | None = None) -> None:
-        self.kind = kind
-        self.inputs = get_method(inputs) if inputs else None  # the run's input check (dotted path); None: invert's
+        self.kind, self.inputs = kind, get_method(inputs) if inputs else None  # inputs: the run's check (dotted path)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if _rank() > 0:
