@@ -22,8 +22,12 @@ from pathlib import Path
 import torch
 from hydra import compose, initialize_config_dir
 
-import voxinv.train_encoder as TE
-from voxinv.run import CONF_DIR
+import voxinv.encoder.module as EM
+from voxinv.encoder.data import RandomCrops, list_sources, load_recordings
+from voxinv.encoder.network import initial_encoder
+from voxinv.encoder.quantize import quantize_ste
+from voxinv.encoder.train import train
+from voxinv.paths import CONF_DIR
 from voxinv.voxtral.checkpoint import Checkpoint
 from voxinv.voxtral.codec import load_codec
 from voxinv.voxtral.device import to_dtype
@@ -49,7 +53,7 @@ def main() -> None:
     a = ap.parse_args()
     torch.set_num_threads(1)
     if a.per_crop_losses:  # the previous paired_terms: each waveform term called once per crop
-        TE.paired_terms = lambda terms, y, x: {
+        EM.paired_terms = lambda terms, y, x: {
             k: torch.cat([t(y[b : b + 1], x[b]) for b in range(y.shape[0])]) for k, t in terms.items()
         }
     ov = ["model=proxy", "device=cpu", "batch_size=8", f"data.sources=[{','.join(a.sources)}]", *a.overrides]
@@ -58,17 +62,17 @@ def main() -> None:
     d = cfg.data
     codec = load_codec(Checkpoint(model_path(cfg.model)), dtype=to_dtype(cfg.model.dtype), with_encoder=False)
     sr, spf = codec.sampling_rate, codec.samples_per_frame
-    files = TE.list_sources(d.sources, d.speakers, d.exclude_speakers)
+    files = list_sources(d.sources, d.speakers, d.exclude_speakers)
     t = cpu()
-    recs = TE.load_recordings(files, sr, float(d.peak))
+    recs = load_recordings(files, sr, float(d.peak))
     load_s = cpu() - t
     length = int(d.crop_frames) * spf
     B = int(cfg.batch_size)
     n = (a.warmup + a.steps) * B
-    crops = TE.RandomCrops(recs, n, length, d.gain_db, float(d.min_rms_db), int(cfg.seed))
-    terms = TE.build_loss_terms(cfg.loss, sr, "cpu")
-    enc = TE.initial_encoder(cfg, codec, recs)
-    module = TE.EncoderModule(cfg, codec, terms, enc)
+    crops = RandomCrops(recs, n, length, d.gain_db, float(d.min_rms_db), int(cfg.seed))
+    terms = EM.build_loss_terms(cfg.loss, sr, "cpu")
+    enc = initial_encoder(cfg, codec, recs)
+    module = EM.EncoderModule(cfg, codec, terms, enc)
     opt = torch.optim.AdamW(enc.parameters(), lr=1e-4)
     rows: list[dict[str, float]] = []
     for s in range(a.warmup + a.steps):
@@ -81,7 +85,7 @@ def main() -> None:
         r["encoder_fwd"] = cpu() - t
         t = cpu()
         q = cfg.quantizer
-        lq, codes, aux = TE.quantize_ste(
+        lq, codes, aux = quantize_ste(
             latent, module.table, codec.args.acoustic_codebook_size, semantic=q.semantic, tau=float(q.tau),
             unit=module.unit,
         )  # fmt: skip
@@ -92,7 +96,7 @@ def main() -> None:
         total = float(q.commit) * aux["commit"] + float(q.usage) * aux["usage"]
         for k, term in terms.items():
             t = cpu()
-            v = TE.paired_terms({k: term}, y, x)[k].mean()
+            v = EM.paired_terms({k: term}, y, x)[k].mean()
             r[f"loss_{k}"] = cpu() - t
             total = total + module.weights[k] * v
         t = cpu()
@@ -152,7 +156,7 @@ def main() -> None:
             with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
                 fcfg = compose("train_encoder", overrides=fov)
             t = cpu()
-            TE.train(fcfg, Path(tmp))
+            train(fcfg, Path(tmp))
             total = cpu() - t
             m = json.loads((Path(tmp) / "metrics.json").read_text())
             out["fit"] = {"steps": a.fit_steps, "cpu_s_total": round(total, 2), "step_cpu_s": m.get("step_cpu_s")}

@@ -18,13 +18,14 @@ from typing import TYPE_CHECKING
 
 import hydra
 
+from voxinv.paths import CONF_DIR  # also voxinv.run.CONF_DIR for existing callers
+
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
 # Lightning, torch and the rest are imported inside run(): `--help`, `--cfg job` and a bad override are
 # answered by Hydra before any of them is needed (importing Lightning alone takes seconds)
 
-CONF_DIR = str(Path(__file__).resolve().parent / "conf")  # shipped inside the package (wheel and editable alike)
 
 # Hydra plugins behind optional conf/hydra options: (override prefix, option names, module, pip package)
 PLUGINS = (

@@ -9,12 +9,12 @@ from __future__ import annotations
 import logging
 import math
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from hydra.experimental.callback import Callback
-from hydra.utils import instantiate
+from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from voxinv import rundir
@@ -212,24 +212,26 @@ def _flag(cfg: DictConfig, key: str) -> bool:
     return v not in (False, None, "false", "False")
 
 
-def preflight(cfg: DictConfig, out: Path, kind: str = "invert", *, hydra_written: bool = True) -> rundir.Claim:
+def preflight(
+    cfg: DictConfig, out: Path, kind: str = "invert", *, hydra_written: bool = True, inputs: Callable | None = None
+) -> rundir.Claim:
     """Everything that happens before a run writes anything: the settings table, the run directory
-    claim (refused: one line), the inputs (``invert``: :func:`check_inputs`; the target source is kept
-    in ``claim.cache``), a resume's config against the run's own; then the old run's files go
+    claim (refused: one line), the inputs (``inputs(cfg)`` → ``claim.cache["inputs"]``; by default
+    :func:`check_inputs` → ``"source"``), a resume's config against the run's own; then the old run's files go
     (``overwrite=true``) and the marker is written. Idempotent within a process (Hydra's callback runs
     it before Hydra writes ``.hydra/``; the run calls it again). ``hydra_written``: Hydra has already
     written this run's ``.hydra/`` and log (a multirun job): an overwrite keeps them."""
     validate(cfg, kind)
     if _rank() > 0:  # a process Lightning started for rank > 0: rank 0 holds the directory
         c = rundir.Claim(Path(out).absolute(), kind, None, "rank")
-        _check(c, cfg, out, kind)
+        _check(c, cfg, out, inputs)
         c.prepared = True
         return c
     c = rundir.claim(out, kind, resume=_flag(cfg, "resume"), overwrite=_flag(cfg, "overwrite"))
     if c.prepared:
         return c
     try:
-        _check(c, cfg, out, kind)
+        _check(c, cfg, out, inputs)
         if c.state == "resume":
             diff = resume_differences(cfg, out, kind)
             if diff:
@@ -245,13 +247,11 @@ def preflight(cfg: DictConfig, out: Path, kind: str = "invert", *, hydra_written
     return c
 
 
-def _check(c: rundir.Claim, cfg: DictConfig, out: Path, kind: str) -> None:
-    if kind == "invert":
+def _check(c: rundir.Claim, cfg: DictConfig, out: Path, inputs: Callable | None) -> None:
+    if inputs is None:
         c.cache["source"] = check_inputs(cfg, out)
     else:
-        from voxinv.train_encoder import check_sources
-
-        c.cache["sources"] = check_sources(cfg)
+        c.cache["inputs"] = inputs(cfg)
 
 
 def _rank() -> int:
@@ -267,8 +267,8 @@ class CheckRunDir(Callback):
     ``outputs/<date>/<time>`` run directory, a directory taken in the same second gets a ``-1``, ``-2``
     … suffix instead. A sweep directory must be creatable and writable."""
 
-    def __init__(self, kind: str = "invert") -> None:
-        self.kind = kind
+    def __init__(self, kind: str = "invert", inputs: str | None = None) -> None:
+        self.kind, self.inputs = kind, get_method(inputs) if inputs else None  # inputs: the run's check (dotted path)
 
     def on_run_start(self, config: DictConfig, **kwargs) -> None:
         if _rank() > 0:
@@ -284,7 +284,7 @@ class CheckRunDir(Callback):
             d = base if n == 0 else f"{base}-{n}"
             with exit_on_bad_input():
                 try:
-                    preflight(config, Path(d), self.kind, hydra_written=False)
+                    preflight(config, Path(d), self.kind, hydra_written=False, inputs=self.inputs)
                 except rundir.RunDirError:
                     if chosen or n == 99 or not Path(d).exists():
                         raise

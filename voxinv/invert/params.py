@@ -18,10 +18,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from voxinv.voxtral.codec import fsq_codes, fsq_position, fsq_values
+from voxinv.voxtral.codec import fsq_codes, fsq_values
+from voxinv.voxtral.ste import fsq_ste, onehot_ste, straight_through
 
 SEMANTIC_KINDS = ("gumbel", "softmax_ste", "latent")
 
@@ -73,16 +73,15 @@ class CodeParams(nn.Module):
     # ---------------------------------------------------------------------------------- forward
     def forward(self, temperature: float = 1.0, noise: torch.Generator | None = None) -> CodeSample:
         aux: dict[str, torch.Tensor] = {}
-        V = self.table.shape[0]
         if self.semantic == "latent":
             z = self.semantic_latent  # [B, T, 256]
             idx = self._nearest(z.detach())
             e = self.table[idx]
-            sem_emb = e + (z - z.detach())  # exactly e forward (z + (e - z) is not), identity backward
+            sem_emb = straight_through(e, z)  # exactly e forward, identity backward
             aux["commit"] = (z - e).pow(2).sum(-1).mean(-1)  # [B]
             # straight-through one-hot (for the prior): softmax of negative squared distances
             soft = (-(torch.cdist(z, self.table).pow(2)) / temperature).softmax(-1)
-            sem_onehot = F.one_hot(idx, V).to(z.dtype) + (soft - soft.detach())
+            sem_onehot = onehot_ste(idx, soft)
         else:
             logits = self.semantic_logits
             if self.semantic == "gumbel":
@@ -91,13 +90,9 @@ class CodeParams(nn.Module):
                 u = torch.rand(logits.shape, generator=noise, device=dev).clamp_(1e-10, 1.0).to(logits.device)
                 logits = logits - torch.log(-torch.log(u))  # + Gumbel(0, 1) noise
             probs = (logits / temperature).softmax(-1)  # [B, T, 8192]
-            idx = probs.argmax(-1)
-            hard = F.one_hot(idx, V).to(probs.dtype)
-            sem_onehot = hard + (probs - probs.detach())  # forward: exactly one-hot; backward: softmax
+            sem_onehot = onehot_ste(probs.argmax(-1), probs)  # forward: exactly one-hot; backward: softmax
             sem_emb = sem_onehot @ self.table  # [B, T, 256]: exactly table[idx] forward
-        scaled = fsq_position(torch.tanh(self.acoustic), self.levels)
-        q = scaled + (scaled.round() - scaled).detach()  # integer levels forward, identity backward
-        ac_values = fsq_values(q, self.levels)  # [B, T, 36]
+        ac_values = fsq_ste(self.acoustic, self.levels)[1]  # [B, T, 36]
         latent = torch.cat([sem_emb, ac_values], dim=-1).transpose(1, 2)  # [B, 292, T]
         return CodeSample(latent=latent, sem_onehot=sem_onehot, ac_values=ac_values, aux=aux)
 
