@@ -102,13 +102,18 @@ class Setup:
 def time_module(s: Setup, warmup: int, steps: int) -> dict:
     import pytorch_lightning as pl
 
-    from voxinv.invert.module import InversionModule, Steps, loop_settings, trainer_settings
+    from voxinv.invert.clip import Clip
+    from voxinv.invert.fit import trainer_settings
+    from voxinv.invert.module import InversionModule, Steps
+    from voxinv.invert.settings import resolve
+    from voxinv.trainer import build_trainer
 
     cfg = s.cfg.copy()
     cfg.steps = warmup + steps + 1  # +1: the last step evaluates (not timed)
     cfg.eval_every = 0
-    loop = loop_settings(cfg.loop, cfg.trainer, s.device)
-    module = InversionModule(cfg, s.codec, s.target, s.losses, s.params, eval_codec=s.codec, loop=loop)
+    settings, recipe = resolve(cfg, s.device)
+    clip = Clip("bench", s.target, s.losses, s.params, settings.seed)
+    module = InversionModule([clip], s.codec, settings, recipe, eval_codec=s.codec)
     marks: dict = {}
 
     class Clock(pl.Callback):
@@ -130,17 +135,18 @@ def time_module(s: Setup, warmup: int, steps: int) -> dict:
                 marks["t1"], marks["c1"] = time.perf_counter(), time.process_time()
                 marks["mem"].__exit__(None, None, None)
 
-    kw = trainer_settings(cfg.trainer, s.device)
-    kw.update(enable_progress_bar=False, enable_model_summary=False)
-    trainer = pl.Trainer(
+    trainer_settings(cfg.trainer, s.device)  # one device
+    trainer = build_trainer(
+        cfg.trainer,
+        s.device,
         max_steps=int(cfg.steps),
         max_epochs=-1,
         logger=False,
         enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
         callbacks=[Clock()],
-        accelerator="gpu" if s.device.type == "cuda" else "cpu",
         devices=1,
-        **kw,
     )
     loader = torch.utils.data.DataLoader(Steps(int(cfg.steps)), batch_size=None, shuffle=False)
     trainer.fit(module, loader)
@@ -149,7 +155,7 @@ def time_module(s: Setup, warmup: int, steps: int) -> dict:
         "cpu_ms_per_step": 1e3 * (marks["c1"] - marks["c0"]) / steps,
         "first_step_s": marks["first_step_s"],
         "peak_mb": marks["mem_out"]["peak_mb"],
-        "compile": loop["compile"],
+        "compile": settings.compile,
     }
 
 

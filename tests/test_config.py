@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.errors import MissingConfigException
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
 from voxinv.run import CONF_DIR
@@ -75,7 +76,10 @@ def _check(cfg: DictConfig) -> None:
     assert all(w >= 0 for w in cfg.loss.weights.values())
     Balancer(**cfg.loss.balancer.kwargs)
     assert set(cfg.loss.prior) <= set(inspect.signature(BackbonePrior).parameters)
-    assert set(cfg.trainer) <= set(inspect.signature(pl.Trainer).parameters), cfg.trainer
+    trainer = get_object(cfg.trainer._target_)  # conf/trainer: built by voxinv.trainer.build_trainer
+    assert issubclass(trainer, pl.Trainer) and set(cfg.trainer) - {"_target_"} <= set(
+        inspect.signature(trainer).parameters
+    )
     n = int(cfg.steps)
     lr_factor, temperature = instantiate(cfg.schedule.lr), instantiate(cfg.schedule.temperature)
     for step in (0, 1, n // 2, n - 1, n):

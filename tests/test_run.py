@@ -273,16 +273,17 @@ def test_noise_state_from_another_device_is_one_clear_error(tmp_path):
     cfg = cfg_of("codes=gumbel", "steps=1")
     a, _, _ = _run(tmp_path, "a", "codes=gumbel", "steps=2", "checkpoint_every=1")
     ck = torch.load(a / "checkpoints" / "last.ckpt", weights_only=True)
-    assert ck["voxinv"]["noise_device"] == "cpu"
-    from voxinv.invert.module import InversionModule
+    saved = ck["voxinv"]["clips"][0]
+    assert saved["noise_device"] == "cpu"
+    from voxinv.invert.clip import Clip
 
-    m = InversionModule.__new__(InversionModule)  # only the noise bookkeeping is exercised
-    m.cfg, m.noise = cfg, torch.Generator().manual_seed(1)
-    m._noise_state = ("cuda", ck["voxinv"]["noise"])
+    c = Clip.__new__(Clip)  # only the noise bookkeeping is exercised
+    c.seed, c.noise = int(cfg.seed), torch.Generator().manual_seed(1)
+    c.noise_state = ("cuda", saved["noise"])
     with pytest.raises(RuntimeError, match="resume on cuda"):
-        m._noise_on(torch.device("cpu"))
-    m._noise_state = ("cpu", ck["voxinv"]["noise"])
-    assert torch.equal(m._noise_on(torch.device("cpu")).get_state(), ck["voxinv"]["noise"])
+        c.noise_on(torch.device("cpu"))
+    c.noise_state = ("cpu", saved["noise"])
+    assert torch.equal(c.noise_on(torch.device("cpu")).get_state(), saved["noise"])
 
 
 def test_resume_missing_checkpoint(tmp_path):

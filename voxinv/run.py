@@ -138,7 +138,7 @@ def _run(cfg: DictConfig, out: Path, source, t_start: float) -> dict:
                 )
                 job.exit_code = guard.interrupt_code()
             else:
-                fit(job, resume)
+                fit([job], resume)
         except KeyboardInterrupt:
             job.stopped = "interrupted before fitting; exported the initial codes"
             job.exit_code = guard.interrupt_code()

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-# what voxinv logs (voxinv.invert.callbacks.EvalLogger, voxinv.invert.loggers.log_final)
+# what voxinv logs (voxinv.invert.callbacks.EvalLogger, voxinv.invert.final.log_final)
 STEP = "trainer/global_step"
 EVAL = ["eval/si_sdr", "eval/objective", "eval/mel", "eval/code_sem_acc", "eval/code_ac_acc"]
 FINAL = ["final/si_sdr", "final/mel", "final/loss_total", "final/code_sem_acc", "final/code_ac_acc"]

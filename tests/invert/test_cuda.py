@@ -4,6 +4,8 @@ equals the eager one."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 from test_run import cfg_of  # noqa: E402  (tests/ is on sys.path: the directory of the rootdir conftest.py)
@@ -53,8 +55,10 @@ def test_compiled_hot_path_equals_eager_on_cuda(ckpt, monkeypatch):
     monkeypatch.setattr(module._CompiledOnce, "strict", True)  # no silent fallback to eager
     from hydra.utils import instantiate
 
+    from voxinv.invert.clip import Clip
     from voxinv.invert.losses import LossSuite, build_terms
     from voxinv.invert.module import InversionModule
+    from voxinv.invert.settings import resolve
     from voxinv.invert.target import synthetic
     from voxinv.voxtral.codec import load_codec
 
@@ -69,10 +73,12 @@ def test_compiled_hot_path_equals_eager_on_cuda(ckpt, monkeypatch):
     params = instantiate(cfg.codes, _partial_=True)(table, 4, 6, levels=21, n_acoustic=36, generator=g).to(dev)
     out = {}
     for comp in (False, True):
-        loop = {"compile": comp, "compile_mode": "default", "sync_every": 10}
-        m = InversionModule(cfg, c, target, losses, params, loop=loop).to(dev)
+        settings, recipe = resolve(cfg, dev)
+        settings = dataclasses.replace(settings, compile=comp, sync_every=10)
+        clip = Clip("c", target, losses, params, 0).to(dev)
+        m = InversionModule([clip], c, settings, recipe).to(dev)
         lat = params(1.0).latent.detach().requires_grad_(True)
-        wav, wave = m.frozen.wave(lat)
+        ((wav, wave),) = m.frozen.wave(lat, [(losses, clip.wav, 0, 4, 0, lat.shape[-1] * c.samples_per_frame)])
         (grad,) = torch.autograd.grad(sum(v.sum() for v in wave.values()), lat)
         out[comp] = (wav.detach(), {k: v.detach() for k, v in wave.items()}, grad)
     torch.testing.assert_close(out[True][0], out[False][0], rtol=1e-4, atol=1e-5)

@@ -224,7 +224,7 @@ def test_wandb_sweep_runs_the_hydra_sweep_config():
 
     import yaml
 
-    from voxinv.invert.loggers import final_record
+    from voxinv.invert.final import final_record
 
     sw = yaml.safe_load((SWEEPS / "wandb_loss_random.yaml").read_text())
     assert sw["program"] == "voxinv.run" and "${args_no_hyphens}" in sw["command"]

@@ -5,6 +5,7 @@ give the same clips as 1 (the DDP test is ``slow``)."""
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import subprocess
@@ -18,7 +19,8 @@ import torch
 from fast_config import compose_fast
 
 import voxinv.run as R
-from voxinv.invert.manifest import SUMMARY_CSV, SUMMARY_JSON, ManifestError, read_manifest, shard_rows
+from voxinv.invert.manifest import SUMMARY_CSV, SUMMARY_JSON
+from voxinv.invert.rows import ManifestError, read_manifest, shard_rows
 from voxinv.voxtral.codes import load_codes
 
 SR = 24000
@@ -209,23 +211,86 @@ def test_shards_share_one_summary(tmp_path, clips):
 
 
 def test_devices_need_a_manifest():
-    from voxinv.invert.module import trainer_settings
+    from voxinv.invert.fit import trainer_settings
 
     with pytest.raises(ValueError, match="target=manifest"):
         trainer_settings({"devices": 2, "deterministic": True}, torch.device("cpu"))
     assert "devices" not in trainer_settings({"devices": 1}, torch.device("cpu"))
 
 
-def test_refuses_what_a_group_would_skip(tmp_path, clips):
-    """Settings a group cannot honour are one line each, before any model is loaded."""
+def test_refuses_a_resume_path(tmp_path, clips):
+    """A manifest run resumes in its own directory (resume=true); a checkpoint path is one line, before
+    any model is loaded. Callbacks, loggers, the balancer and voice registration all apply per clip."""
     from voxinv.invert.manifest import check_settings
 
     base = ("target=manifest", f"target.path={clips / 'clips.csv'}")
-    for extra, says in (
-        (["callbacks/refine=worst_frames"], "callbacks refine"),
-        (["resume=true"], "resume"),
-        (["export.register={name: v, overlay: /tmp/o}"], "export.register"),
-    ):
-        with pytest.raises(ManifestError, match=says):
-            check_settings(compose_fast(FAST, *base, *extra))
-    check_settings(compose_fast(FAST, *base))  # the defaults pass
+    with pytest.raises(ManifestError, match="resumes in its own directory"):
+        check_settings(compose_fast(FAST, *base, f"resume={tmp_path / 'x.ckpt'}"))
+    for ok in ([], ["resume=true"], ["callbacks/refine=worst_frames", "loss.balancer.enabled=true"]):
+        check_settings(compose_fast(FAST, *base, *ok))
+
+
+def test_group_has_every_single_clip_feature(tmp_path, clips, wandb_offline, wandb_records):
+    """Refinement, the gradient balancer, W&B (one offline run per clip, named after it, grouped by the
+    manifest run) and voice registration in a group of three: the short clip still equals the short clip
+    inverted alone with the same features."""
+    from test_loggers import _wandb_run
+
+    ov = tmp_path / "ov"
+    o = ("batch=2", "codes=gumbel", "callbacks/refine=worst_frames", "callbacks.refine.rounds=1")
+    o += ("loss=stft+mel+balanced", "logger=many", f"export.register={{name: v, overlay: {ov}}}")
+    m = run_manifest(tmp_path / "group", clips / "clips.csv", "target.clips_per_call=3", *o)
+    assert [r["status"] for r in m["rows"]] == ["done"] * 3
+    alone = tmp_path / "alone"
+    run_alone(alone, clips / "short.wav", *o)
+    same_clip(tmp_path / "group/clips/00002-short", alone)
+    ids = set()
+    for r in m["rows"]:
+        d = tmp_path / "group" / r["run_dir"]
+        hist = json.loads((d / "metrics.json").read_text())["history"]
+        assert [h.get("refine_round") for h in hist][-1] == 1  # refined after its last step
+        assert torch.equal(
+            torch.load(ov / "voice_embedding" / f"v-{d.name}.pt", weights_only=True),
+            torch.load(d / "voice.pt", weights_only=True),
+        )
+        (run_dir,) = (d / "wandb").glob("offline-run-*")
+        w = _wandb_run(run_dir, wandb_records)
+        assert (
+            w["name"] == d.name
+            and w["group"] == "manifest group"
+            and w["id"] == (d / "wandb-run-id").read_text().strip()
+        )
+        assert [h["trainer/global_step"] for h in w["history"] if "eval/objective" in h] == [h["step"] for h in hist]
+        assert w["summary"]["final/loss_total"] == pytest.approx(
+            json.loads((d / "metrics.json").read_text())["final"]["total"]
+        )
+        ids.add(w["id"])
+        rows = list(csv.DictReader(open(d / "metrics.csv")))  # its own training scalars, every logged step
+        assert sorted(int(x["step"]) for x in rows if x.get("loss")) == [0, 1, 2, 3], rows
+        assert all(float(x["train/lr"]) > 0 for x in rows if x.get("loss"))
+    assert len(ids) == 3  # a run per clip
+
+
+def test_resumed_group_equals_uninterrupted(tmp_path, clips, monkeypatch):
+    """A manifest run killed in the middle of its first group ({long, mid}), resumed with resume=true in
+    the same directory: the group continues from its checkpoint, every clip equals the uninterrupted run's."""
+    import voxinv.invert.callbacks as C
+
+    o = ("target.clips_per_call=2", "steps=4", "checkpoint_every=2", "codes=gumbel", "batch=2")
+    run_manifest(tmp_path / "whole", clips / "clips.csv", *o)
+
+    class Killed(C.EvalLogger):
+        def on_train_batch_end(self, trainer, *args):
+            if trainer.global_step >= 3:
+                raise RuntimeError("killed")
+
+    with monkeypatch.context() as mp:
+        mp.setattr(C, "EvalLogger", Killed)
+        with pytest.raises(RuntimeError, match="killed"):
+            run_manifest(tmp_path / "cut", clips / "clips.csv", *o)
+    ck = torch.load(tmp_path / "cut/clips/00001-long/checkpoints/last.ckpt", weights_only=True)
+    assert ck["global_step"] == 2 and [c["name"] for c in ck["voxinv"]["clips"]] == ["00001-long", "00003-mid"]
+    m = run_manifest(tmp_path / "cut", clips / "clips.csv", *o, "resume=true")
+    assert [r["status"] for r in m["rows"]] == ["done"] * 3
+    for r in m["rows"]:
+        same_clip(tmp_path / "whole" / r["run_dir"], tmp_path / "cut" / r["run_dir"])

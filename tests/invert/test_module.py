@@ -12,7 +12,8 @@ import torch
 from test_run import _run, cfg_of  # noqa: E402  (tests/ is on sys.path: the directory of the rootdir conftest.py)
 
 import voxinv.run as R
-from voxinv.invert.module import loop_settings, trainer_settings
+from voxinv.invert.fit import trainer_settings
+from voxinv.invert.settings import loop_settings
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 
@@ -50,7 +51,7 @@ def test_default_trainer_on_cuda_warns_instead_of_crashing(restore_torch_flags):
     assert {k: v for k, v in kw.items() if k != "deterministic"} == {
         k: v
         for k, v in cfg.trainer.items()
-        if k not in ("deterministic", "devices")  # devices: manifest processes
+        if k not in ("deterministic", "devices", "_target_")  # devices: manifest processes
     }
     pl.Trainer(accelerator="cpu", devices=1, logger=False, **kw)
     assert torch.are_deterministic_algorithms_enabled() and torch.is_deterministic_algorithms_warn_only_enabled()
@@ -86,7 +87,7 @@ def test_eval_every_zero_evaluates_the_last_step(tmp_path):
 def test_deferred_nan_watch_reports_the_first_bad_step(tmp_path, monkeypatch):
     """sync_every=3 (the CUDA behaviour): the NaN at step 2 is seen at the sync after it, but the
     message names step 2 and the exported codes are those of step 1, the last finite loss."""
-    from voxinv.invert import losses, module
+    from voxinv.invert import clip, losses, module
 
     j, calls = 2, {"n": 0}
     orig = losses.WaveformL1.forward
@@ -100,19 +101,19 @@ def test_deferred_nan_watch_reports_the_first_bad_step(tmp_path, monkeypatch):
         return out
 
     seen, evaluated = {}, []
-    orig_watch, orig_eval = module.InversionModule._watch, module.InversionModule.evaluate
+    orig_watch, orig_eval = clip.Clip.watch, module.InversionModule.evaluate
 
     def watch(self, step, loss, terms):
         seen[step] = self.params.codes().cpu()
         orig_watch(self, step, loss, terms)
 
-    def evaluate(self, step, codes=None, log=True):
+    def evaluate(self, c, step, codes=None, log=True):
         if codes is not None:
             evaluated.append(codes)
-        return orig_eval(self, step, codes, log)
+        return orig_eval(self, c, step, codes, log)
 
     monkeypatch.setattr(losses.WaveformL1, "forward", nan_from_step_j)
-    monkeypatch.setattr(module.InversionModule, "_watch", watch)
+    monkeypatch.setattr(clip.Clip, "watch", watch)
     monkeypatch.setattr(module.InversionModule, "evaluate", evaluate)
     _, m, _ = _run(tmp_path, "nan3", "loss=l1+stft", "steps=8", "eval_every=0", "loop.sync_every=3")
     assert f"non-finite loss at step {j} (terms: l1, total)" in m["stopped"]

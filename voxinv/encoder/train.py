@@ -181,9 +181,12 @@ def build_trainer(
     from pytorch_lightning.callbacks import ModelCheckpoint
 
     from voxinv.invert.callbacks import AtomicCheckpointIO
+    from voxinv.trainer import build_trainer as lightning_trainer
 
     every = int(cfg.val_every)
-    return pl.Trainer(
+    return lightning_trainer(
+        cfg.trainer,
+        device,
         max_steps=int(cfg.steps),
         max_epochs=-1,
         logger=loggers,
@@ -197,14 +200,12 @@ def build_trainer(
             ),
             *callbacks,
         ],
-        accelerator="gpu" if device.type == "cuda" else "cpu",
         plugins=[AtomicCheckpointIO()],
         gradient_clip_val=float(cfg.optim.grad_clip) or None,
         val_check_interval=every if (validate and 0 < every < int(cfg.steps)) else None,
         check_val_every_n_epoch=None if (validate and 0 < every < int(cfg.steps)) else 1,
         num_sanity_val_steps=0,
         limit_val_batches=1.0 if validate else 0,
-        **cfg.trainer,
     )
 
 

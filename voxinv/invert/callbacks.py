@@ -45,53 +45,45 @@ def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: 
 
 
 class EvalLogger(pl.Callback):
-    """Receives every evaluation from :meth:`InversionModule.evaluate` (``on_evaluation``) and logs its
-    metrics as ``eval/*`` at the evaluation's step to every logger (no ``log_every_n_steps`` sampling,
-    no epoch aggregation); to W&B also the reconstruction audio and a spectrogram comparison every
-    ``media_every`` evaluations (0: never), on the same ``trainer/global_step`` axis. Its count of
-    evaluations is checkpointed, so a resumed run continues the media cadence."""
+    """Receives every evaluation of every clip from :meth:`InversionModule.evaluate` (``on_evaluation``)
+    and logs its metrics as ``eval/*`` at the evaluation's step to the clip's loggers (no
+    ``log_every_n_steps`` sampling, no epoch aggregation); to W&B also the reconstruction audio and a
+    spectrogram comparison every ``media_every`` evaluations (0: never), on the same
+    ``trainer/global_step`` axis. Stateless: the media cadence is read from the clip's history (kept in
+    checkpoints), so a resumed run continues it."""
 
     def __init__(self, media_every: int) -> None:
         self.media_every = int(media_every or 0)
-        self.n_evals = 0
-        self.target_logged = False
 
     def on_train_start(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
         # runs before the module's on_train_start (the step-0 evaluation) and after a checkpoint restore
-        L.start_at(trainer.loggers, int(trainer.global_step), list(getattr(module, "history", [])))
+        for clip in getattr(module, "clips", []):
+            L.start_at(clip.loggers, int(trainer.global_step), list(clip.history))
 
-    def on_evaluation(self, trainer: pl.Trainer, module: Any, record: dict, audio: torch.Tensor) -> None:
+    def on_evaluation(self, trainer: pl.Trainer, module: Any, clip: Any, record: dict, audio: torch.Tensor) -> None:
         step = int(record["step"])
         metrics = L.eval_metrics(record)
-        for lg in trainer.loggers:
+        for lg in clip.loggers:
             lg.log_metrics(metrics, step=step)
             lg.save()
-        self.n_evals += 1
-        if self.media_every and (self.n_evals - 1) % self.media_every == 0:
-            for lg in trainer.loggers:
+        n = len(clip.history)  # this evaluation is the n-th of the clip
+        if self.media_every and (n - 1) % self.media_every == 0:
+            for lg in clip.loggers:
                 if L.is_wandb(lg):
-                    self._media(lg, module, audio, step)
+                    self._media(lg, module, clip, audio, step, first=n == 1)
 
-    def _media(self, lg, module, audio: torch.Tensor, step: int) -> None:
+    def _media(self, lg, module, clip, audio: torch.Tensor, step: int, first: bool) -> None:
         import wandb
 
         sr = module.frozen.codec.sampling_rate
-        fig = spectrogram_figure(module.target, audio, sr, f"step {step}")
+        fig = spectrogram_figure(clip.wav, audio, sr, f"step {step}")
         media = {
             "media/reconstruction": wandb.Audio(audio.numpy(), sample_rate=sr, caption=f"step {step}"),
             "media/spectrogram": wandb.Image(fig),
         }
-        if not self.target_logged:
-            media["media/target"] = wandb.Audio(module.target.cpu().numpy(), sample_rate=sr, caption="target")
-            self.target_logged = True
+        if first:
+            media["media/target"] = wandb.Audio(clip.wav.cpu().numpy(), sample_rate=sr, caption="target")
         lg.experiment.log({**media, "trainer/global_step": step})  # the charts' x-axis, not W&B's _step
-
-    def state_dict(self) -> dict:
-        return {"n_evals": self.n_evals, "target_logged": self.target_logged}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.n_evals = int(state["n_evals"])
-        self.target_logged = bool(state["target_logged"])
 
 
 class StepsBar(pl.callbacks.TQDMProgressBar):
@@ -137,17 +129,18 @@ class StepsBar(pl.callbacks.TQDMProgressBar):
             bar.n = n
             bar.refresh()  # the one write of this step (Lightning's writes twice: count, then postfix)
 
-    def on_evaluation(self, trainer: pl.Trainer, module: Any, record: dict, audio: torch.Tensor) -> None:
+    def on_evaluation(self, trainer: pl.Trainer, module: Any, clip: Any, record: dict, audio: torch.Tensor) -> None:
         if self.is_disabled and self.train_progress_bar is not None:  # no bar (not a terminal): a line
             sdr = f", SI-SDR {record['si_sdr']:.2f} dB" if "si_sdr" in record else ""
-            log.info("step %d/%d: objective %.4f%s", record["step"], trainer.max_steps, record["objective"], sdr)
+            who = f"{clip.name} " if len(module.clips) > 1 else ""
+            log.info("%sstep %d/%d: objective %.4f%s", who, record["step"], trainer.max_steps, record["objective"], sdr)
 
     def get_metrics(self, trainer: pl.Trainer, module: pl.LightningModule) -> dict:
         m = super().get_metrics(trainer, module)
         m.pop("v_num", None)
-        hist = getattr(module, "history", None)
-        if hist:
-            m["si_sdr"] = f"{hist[-1]['si_sdr']:.2f}"
+        last = [c.history[-1]["si_sdr"] for c in getattr(module, "clips", []) if c.history]
+        if last:  # a group: the mean over its clips
+            m["si_sdr"] = f"{sum(last) / len(last):.2f}"
         return m
 
 
@@ -162,28 +155,26 @@ def evals_since_improvement(objectives: list[float], min_rel_delta: float) -> in
 
 
 class EarlyStop(pl.Callback):
-    """Stop when the discrete objective (``module.history``, one entry per evaluation) has not improved
-    by more than ``min_rel_delta`` for ``patience`` evaluations. Stateless (read from the history), so
-    a resumed run stops where an uninterrupted one would; ``stopped_step`` says that it fired.
+    """Stop a clip when its discrete objective (``clip.history``, one entry per evaluation) has not
+    improved by more than ``min_rel_delta`` for ``patience`` evaluations; the fit ends with its last
+    clip. Stateless (read from the history), so a resumed run stops where an uninterrupted one would.
 
     Not Lightning's ``EarlyStopping``: that checks at validation or epoch end, and an inversion is one
     epoch without a validation loop (it would never fire mid-run); its ``min_delta`` is absolute, the
-    objective's scale differs by loss config (a relative threshold is needed)."""
+    objective's scale differs by loss config (a relative threshold is needed); and it stops the whole
+    trainer, where each clip of a group stops on its own."""
 
     def __init__(self, patience: int, min_rel_delta: float):
         self.patience, self.min_rel_delta = int(patience), float(min_rel_delta)
-        self.stopped_step: int | None = None
-
-    def on_train_start(self, trainer, module):
-        self.stopped_step = None
 
     def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
-        if self.patience <= 0 or not module.history:
+        if self.patience <= 0:
             return
-        objs = [h["objective"] for h in module.history]
-        if evals_since_improvement(objs, self.min_rel_delta) >= self.patience:
-            trainer.should_stop = True
-            self.stopped_step = int(trainer.global_step)
+        for clip in module.clips:
+            objs = [h["objective"] for h in clip.history]
+            done = clip.steps >= trainer.max_steps  # the last step: not an early stop
+            if clip.active and objs and not done and evals_since_improvement(objs, self.min_rel_delta) >= self.patience:
+                module.stop(clip, "early_stop")
 
 
 class AtomicCheckpointIO(pl.plugins.io.TorchCheckpointIO):
@@ -195,15 +186,14 @@ class AtomicCheckpointIO(pl.plugins.io.TorchCheckpointIO):
 
 
 def stop_reason(trainer: pl.Trainer) -> str | None:
-    """Why a fit that returned normally ended before ``max_steps``: ``max_time`` (``+trainer.max_time``,
-    Lightning's Timer) or ``early_stop`` (:class:`EarlyStop`); ``None`` when it ran all its steps."""
+    """Why a fit that returned normally ended before ``max_steps`` for the clips still active:
+    ``max_time`` (``+trainer.max_time``, Lightning's Timer); ``None`` when it ran all its steps (an early
+    stop is each clip's own: :class:`EarlyStop`)."""
     from pytorch_lightning.callbacks import Timer
 
     if trainer.max_steps > 0 and trainer.global_step >= trainer.max_steps:
         return None
     for cb in trainer.callbacks:
-        if isinstance(cb, EarlyStop) and cb.stopped_step is not None:
-            return "early_stop"
         if isinstance(cb, Timer) and cb.time_remaining("train") is not None and cb.time_remaining("train") <= 0:
             return "max_time"
     return None

@@ -82,18 +82,18 @@ def export(job: Inversion, t_start: float) -> dict:
     from voxinv.invert.losses import discrete_losses
 
     cfg, device, m = job.cfg, job.device, job.model
-    module = job.module if job.module is not None else make_module(job)
-    steps = int(job.trainer.global_step) if job.trainer is not None else 0
+    module = job.module if job.module is not None else make_module([job])  # fitting never started
+    clip = job.clip
+    steps = clip.steps
     module.to(device)
-    if module.nonfinite and module.last_good_codes is not None:  # other stops were evaluated by fit
-        module.evaluate(steps, module.last_good_codes, log=False)
-    if module.best is None:
-        module.evaluate(steps, log=False)
-    best = module.best
+    clip.to(device)
+    if clip.nonfinite and clip.last_good_codes is not None:  # other stops were evaluated by fit
+        module.evaluate(clip, steps, clip.last_good_codes, log=False)
+    if clip.best is None:
+        module.evaluate(clip, steps, log=False)
+    best = clip.best
     weights = dict(cfg.loss.weights)
-    final, _ = discrete_losses(
-        m.eval_codec, module.frozen.losses, job.target.wav.to(device), best["codes"][None], weights
-    )
+    final, _ = discrete_losses(m.eval_codec, clip.losses, job.target.wav.to(device), best["codes"][None], weights)
     extra = {
         "final": {k: float(v[0]) for k, v in final.items()},
         "best_step": best["step"],
@@ -101,13 +101,13 @@ def export(job: Inversion, t_start: float) -> dict:
         "steps": steps,
         "seed": int(cfg.seed),
         # after a resume: the total over the segments (earlier ones up to the checkpoint they left)
-        "wall_time_s": round(time.time() - t_start + module.earlier_wall_s, 3),
+        "wall_time_s": round(time.time() - t_start + clip.earlier_wall_s, 3),
         "device": str(device),
         "model": str(m.ckpt.path),
         "loss_models": sorted(k for k, w in weights.items() if w > 0),
         "stopped": job.stopped,
         "exit_code": job.exit_code,  # guard.EXIT_*: 0 finished, 3 failed, 128 + signal interrupted
-        "history": module.history,
+        "history": clip.history,
     }
     return export_run(job.out, codes=best["codes"], codec=m.eval_codec, target=job.target, ckpt=m.ckpt, extra=extra)
 
@@ -164,10 +164,10 @@ def finish(job: Inversion, metrics: dict, t_start: float | None = None) -> None:
         r = cfg.export.register
         register_voice(ckpt.path, r.name, torch.load(out / rundir.VOICE, weights_only=True), r.overlay)
         log.info("registered voice %r in %s", r.name, r.overlay)
-    if job.trainer is not None:
-        from voxinv.invert.loggers import log_final
+    if job.trainer is not None:  # its clip's loggers (a group of one: the trainer's)
+        from voxinv.invert.final import log_final
 
-        log_final(job.trainer.loggers, out, metrics)  # final/ + best/ rows and summary, W&B artifact; closes them
+        log_final(job.clip.loggers, out, metrics)  # final/ + best/ rows and summary, W&B artifact; closes them
     took = None
     if t_start is not None:  # process CPU includes the imports and every thread (wall depends on the machine's load)
         took = f"{time.time() - t_start:.0f} s wall, {time.process_time():.0f} s CPU"

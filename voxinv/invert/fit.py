@@ -1,5 +1,6 @@
-"""One target's inversion from the config: :func:`build` (target, loss suite, code parameters), then
-:func:`fit` (gradient refinement with Lightning) after the init; :mod:`voxinv.invert.export` writes it."""
+"""One target's inversion from the config: :func:`build` (target, loss suite, code parameters, the
+resolved settings), then :func:`fit` (gradient refinement with Lightning, one or several clips together)
+after the init; :mod:`voxinv.invert.export` writes each."""
 
 from __future__ import annotations
 
@@ -14,12 +15,14 @@ from omegaconf import DictConfig
 
 from voxinv.invert.losses import LossSuite
 from voxinv.invert.params import CodeParams
+from voxinv.invert.settings import Recipe, StepSettings, resolve
 from voxinv.invert.target import Target, TargetSource
 from voxinv.voxtral.models import Model
 
 if TYPE_CHECKING:
     import pytorch_lightning as pl
 
+    from voxinv.invert.clip import Clip
     from voxinv.invert.module import InversionModule
 
 log = logging.getLogger("voxinv")
@@ -37,6 +40,9 @@ class Inversion:
     losses: LossSuite
     params: CodeParams
     init: dict  # what the init did (metrics.json ``init``)
+    settings: StepSettings  # the config resolved for the step loop (voxinv.invert.settings)
+    recipe: Recipe
+    clip: Clip | None = None  # its state in the step loop (make_module)
     module: InversionModule | None = None  # set by fit (export makes one when fitting never started)
     trainer: pl.Trainer | None = None
     stopped: str | None = None  # why it stopped early (metrics.json ``stopped``)
@@ -51,7 +57,8 @@ def build(cfg: DictConfig, out: Path, model: Model, source: TargetSource, device
     )
     losses = build_losses(cfg, model, target, device)
     params = build_params(cfg, model.codec, target)
-    return Inversion(cfg, out, device, model, target, losses, params, init={"kind": cfg.init.kind})
+    settings, recipe = resolve(cfg, device)
+    return Inversion(cfg, out, device, model, target, losses, params, {"kind": cfg.init.kind}, settings, recipe)
 
 
 def build_losses(cfg: DictConfig, model: Model, target: Target, device: torch.device) -> LossSuite:
@@ -83,67 +90,89 @@ def build_params(cfg: DictConfig, codec, target: Target) -> CodeParams:
     return make(table, int(cfg.batch), target.n_frames, levels=levels, n_acoustic=n_acoustic, generator=g)
 
 
-def make_module(job: Inversion):
-    """A new InversionModule of the job (the step loop resolved for its device)."""
-    from voxinv.invert.module import InversionModule, loop_settings
+def make_module(jobs: list[Inversion]) -> InversionModule:
+    """The module stepping over ``jobs`` (one per clip, built alike: the settings are the first's); each
+    job gets its :class:`~voxinv.invert.clip.Clip`."""
+    from voxinv.invert.clip import Clip
+    from voxinv.invert.losses import Balancer
+    from voxinv.invert.module import InversionModule
 
-    cfg, m = job.cfg, job.model
-    loop = loop_settings(cfg.loop, cfg.trainer, job.device)
-    return InversionModule(cfg, m.codec, job.target, job.losses, job.params, eval_codec=m.eval_codec, loop=loop)
+    s, m = jobs[0].settings, jobs[0].model
+    for j in jobs:
+        bal = Balancer(**s.balancer) if s.balancer is not None else None
+        j.clip = Clip(j.out.name, j.target, j.losses, j.params, s.seed, out=j.out, balancer=bal)
+    return InversionModule([j.clip for j in jobs], m.codec, s, jobs[0].recipe, eval_codec=m.eval_codec)
 
 
-def fit(job: Inversion, resume: str | None) -> None:
-    """Gradient refinement with Lightning (``resume``: a checkpoint to continue); sets ``job.module``,
-    ``job.trainer`` and ``job.stopped`` (why it stopped early, or ``None``)."""
-    import pytorch_lightning as pl
+def trainer_settings(trainer_cfg, device: torch.device) -> dict:
+    """The ``trainer`` group as Trainer arguments for ``device`` (:func:`voxinv.trainer.trainer_kwargs`);
+    an inversion runs on one device (``trainer.devices=N``: processes over a manifest's clips)."""
+    from voxinv.trainer import trainer_kwargs
 
+    kw = trainer_kwargs(trainer_cfg, device)
+    if int(kw.pop("devices", 1)) != 1:  # processes over a manifest's clips (voxinv/invert/manifest.py)
+        raise ValueError(f"trainer.devices={trainer_cfg['devices']}: one clip runs on one device; use target=manifest")
+    return kw
+
+
+def fit(jobs: list[Inversion], resume: str | None) -> None:
+    """Gradient refinement of ``jobs`` (one per clip: a single run is a group of one) in one Lightning fit
+    (``resume``: a checkpoint to continue); sets each job's ``module``, ``trainer``, ``stopped`` (why its
+    clip stopped early, or ``None``) and ``exit_code``. Each clip logs to its own loggers (``logger``
+    group); a group of one logs through the trainer."""
     from voxinv.invert.callbacks import AtomicCheckpointIO, stop_reason
     from voxinv.invert.guard import EXIT_FAILED, check_resume_file, disk_error, disk_message, interrupt_code
     from voxinv.invert.loggers import build_loggers, quiet_lightning
-    from voxinv.invert.module import NonFiniteLoss, Steps, trainer_settings
+    from voxinv.invert.module import NonFiniteLoss, Steps
+    from voxinv.trainer import build_trainer
 
-    cfg, device = job.cfg, job.device
-    module = make_module(job)
+    cfg, device, steps = jobs[0].cfg, jobs[0].device, jobs[0].settings.steps
+    trainer_settings(cfg.trainer, device)  # one device per run
+    module = make_module(jobs)
     quiet_lightning()
-    loggers = build_loggers(cfg, resume=resume is not None)
+    for j in jobs:  # several clips: a W&B run each, side by side in this process
+        j.clip.loggers = build_loggers(j.cfg, resume=resume is not None, concurrent=len(jobs) > 1)
     bar = cfg.trainer.get("enable_progress_bar", True)
     callbacks = [instantiate(c) for k, c in cfg.callbacks.items() if c is not None and (bar or k != "progress_bar")]
-    trainer = pl.Trainer(
-        max_steps=int(cfg.steps),
+    trainer = build_trainer(
+        cfg.trainer,
+        device,
+        max_steps=steps,
         max_epochs=-1,
-        logger=loggers,
+        logger=jobs[0].clip.loggers if len(jobs) == 1 else False,
         callbacks=callbacks,
-        accelerator="gpu" if device.type == "cuda" else "cpu",
-        devices=1,
+        devices=[device.index or 0] if device.type == "cuda" else 1,
         plugins=[AtomicCheckpointIO()],
-        **trainer_settings(cfg.trainer, device),
     )
-    loader = torch.utils.data.DataLoader(Steps(int(cfg.steps)), batch_size=None, shuffle=False)
+    loader = torch.utils.data.DataLoader(Steps(steps), batch_size=None, shuffle=False)
     if resume is not None:
         check_resume_file(resume)
-    stopped = None
+    failed = None  # why every clip still active stopped (an error)
     try:
         trainer.fit(module, loader, ckpt_path=resume, weights_only=True)
-    except NonFiniteLoss as e:
-        stopped = f"{e}; kept the last codes with a finite loss"
-        job.exit_code = EXIT_FAILED
-        log.error("stopping: %s", stopped)
+    except NonFiniteLoss as e:  # every clip had a non-finite loss: each says so (others: this message)
+        failed = f"{e}; kept the last codes with a finite loss"
     except OSError as e:  # a full disk while checkpointing: the previous checkpoint is intact (atomic writes)
         if not disk_error(e):
             raise
-        stopped, job.exit_code = f"failed at step {trainer.global_step}: {disk_message(e)}", EXIT_FAILED
-        log.error("stopping: %s", stopped)
+        failed = f"failed at step {trainer.global_step}: {disk_message(e)}"
     except SystemExit:  # Lightning answers Ctrl-C with sys.exit(1): export what there is instead
         if not trainer.interrupted:
             raise
-    if trainer.interrupted and stopped is None:
-        stopped = f"interrupted at step {trainer.global_step}; exported the current codes"
-        job.exit_code = interrupt_code()
-    stopped = stopped or stop_reason(trainer)
-    evaluate_at_stop(module, trainer)
-    if stopped in STOP_MESSAGES:
-        log.warning("stopped at step %d of %d: %s", trainer.global_step, int(cfg.steps), STOP_MESSAGES[stopped])
-    job.module, job.trainer, job.stopped = module, trainer, stopped
+    for j in jobs:
+        c = j.clip
+        if c.active and failed:
+            c.stop(failed, EXIT_FAILED)
+            log.error("stopping: %s", failed)
+        elif c.active and trainer.interrupted:
+            c.stop(f"interrupted at step {c.steps}; exported the current codes", interrupt_code())
+        elif c.active and c.steps < steps:
+            c.stop(stop_reason(trainer))  # max_time; None when something else ended the fit
+        evaluate_at_stop(module, c)
+        if c.stopped in STOP_MESSAGES:
+            who = f"clip {c.name} " if len(jobs) > 1 else ""
+            log.warning("%sstopped at step %d of %d: %s", who, c.steps, steps, STOP_MESSAGES[c.stopped])
+        j.module, j.trainer, j.stopped, j.exit_code = module, trainer, c.stopped, c.exit_code
 
 
 # metrics.json ``stopped`` for a fit that ended before its steps without an error or a signal
@@ -153,14 +182,13 @@ STOP_MESSAGES = {
 }
 
 
-def evaluate_at_stop(module: InversionModule, trainer: pl.Trainer) -> None:
-    """Every stop between evaluations (max_time, a signal) evaluates the current codes, logged like any
-    evaluation, so the export is never older than the stop. Not after a non-finite loss: the current
+def evaluate_at_stop(module: InversionModule, clip: Clip) -> None:
+    """Every stop between evaluations (max_time, a signal) evaluates the clip's current codes, logged like
+    any evaluation, so the export is never older than the stop. Not after a non-finite loss: the current
     codes are the bad ones (the export scores the last finite ones)."""
     from voxinv.invert.guard import uninterrupted
 
-    step = int(trainer.global_step)
-    if module.nonfinite or (module.history and module.history[-1]["step"] == step):
+    if clip.nonfinite or (clip.history and clip.history[-1]["step"] == clip.steps):
         return
     with uninterrupted():
-        module.evaluate(step)
+        module.evaluate(clip, clip.steps)

@@ -1,5 +1,4 @@
-"""Experiment loggers (``conf/logger/*.yaml`` → ``hydra.utils.instantiate``) that survive a resume, and
-the end-of-run record every logger gets.
+"""Experiment loggers (``conf/logger/*.yaml`` → ``hydra.utils.instantiate``) that survive a resume.
 
 - :class:`CSVLogger`: ``<run dir>/metrics.csv``, appended across resumes (Lightning's deletes it).
 - :func:`wandb_logger`: a W&B run whose id is kept in ``<run dir>/wandb-run-id`` so a resumed run
@@ -8,8 +7,8 @@ the end-of-run record every logger gets.
   run replays what the checkpoint and metrics.csv know but W&B may have lost (:func:`replay`).
 - :func:`build_loggers`: every entry of the ``logger`` node (``logger=many`` or ``logger=[csv,wandb]``),
   with the CSV logger always among them.
-- :func:`log_final`: the exported run's final metrics and the best evaluation, written explicitly
-  (a last CSV row; the W&B summary), plus the W&B artifact (voice, codes, audio) and comparison table.
+
+The end-of-run record every logger gets: :mod:`voxinv.invert.final`.
 """
 
 from __future__ import annotations
@@ -34,7 +33,6 @@ from voxinv import rundir
 
 log = logging.getLogger("voxinv")
 WANDB_ID_FILE = "wandb-run-id"
-ARTIFACT_FILES = (rundir.VOICE, rundir.CODES, rundir.RECONSTRUCTION, rundir.METRICS)
 
 
 def quiet_lightning() -> None:
@@ -224,6 +222,7 @@ def wandb_logger(
     run_config: dict | None = None,
     resume: bool = False,
     flush_every_s: float = 1.0,
+    concurrent: bool = False,
 ) -> Logger:
     """A :class:`~pytorch_lightning.loggers.WandbLogger` that resumes the run directory's W&B run.
 
@@ -233,7 +232,8 @@ def wandb_logger(
     directories to ``wandb/superseded/`` (the new one gets everything replayed: :func:`replay`), so
     ``wandb sync <run dir>/wandb/offline-run-*`` uploads the run once. ``flush_every_s``: how often
     wandb-core writes its transaction log to disk (its default, 15 s, lost up to 15 s of evaluations
-    to a SIGKILL; wandb has no per-record flush call)."""
+    to a SIGKILL; wandb has no per-record flush call). ``concurrent``: one of several runs open together
+    in this process (the clips of a ``target=manifest`` group: a W&B run each)."""
     import wandb
     from pytorch_lightning.loggers import WandbLogger
 
@@ -249,7 +249,7 @@ def wandb_logger(
     config = dict(run_config or {})
     if hc is not None:
         config["choices"] = job_choices(hc)
-    if wandb.run is not None:  # left open by a job of this multirun that raised: close it as failed
+    if wandb.run is not None and not concurrent:  # left open by a job of this multirun that raised: close it
         wandb.finish(exit_code=1)
     id_file = out / WANDB_ID_FILE
     if resume and id_file.is_file():
@@ -272,6 +272,7 @@ def wandb_logger(
         id=run_id,
         resume="allow",
         log_model=False,
+        **({"reinit": "create_new"} if concurrent else {}),  # runs side by side, none of them wandb.run
         # offline, wandb's own lines (where the data is, `wandb online`, `wandb leet`) are left out: the
         # run's summary (or the sweep's end) prints the one `wandb sync` line that matters
         settings=wandb.Settings(
@@ -309,17 +310,18 @@ def _supersede_offline(wandb_dir: Path, run_id: str) -> None:
     )
 
 
-def build_loggers(cfg: Any, resume: bool) -> list[Logger]:
+def build_loggers(cfg: Any, resume: bool, concurrent: bool = False) -> list[Logger]:
     """Every entry of ``cfg.logger`` (``conf/logger/<name>.yaml``, one package each: ``logger=[csv,wandb]``
     or ``logger=many`` compose several) instantiated, given what it accepts of: ``run_config`` (the
-    resolved run config) and ``resume`` (whether this run continues a checkpoint). The CSV logger is
+    resolved run config), ``resume`` (whether this run continues a checkpoint) and ``concurrent`` (other
+    clips' runs are open in this process: a group of clips). The CSV logger is
     always among them, first: metrics.csv is what the report and a W&B replay read."""
     import inspect
 
     from hydra.utils import get_object, instantiate
     from omegaconf import OmegaConf
 
-    extra = {"run_config": OmegaConf.to_container(cfg, resolve=True), "resume": resume}
+    extra = {"run_config": OmegaConf.to_container(cfg, resolve=True), "resume": resume, "concurrent": concurrent}
     loggers: list[Logger] = []
     for lc in (cfg.get("logger") or {}).values():
         if lc is None:  # logger.<name>=null drops one
@@ -387,73 +389,3 @@ def replay(lg: Logger, step: int, history: list[dict], csv_rows: list[dict]) -> 
     if rows:
         log.info("W&B: replayed %d logged steps up to step %d into run %s", len(rows), step, run.id)
     return len(rows)
-
-
-# ----------------------------------------------------------------------------------- end of run
-def final_record(metrics: dict) -> dict[str, float]:
-    """``final/*``: the exported codes' losses, signal and code metrics; ``best/*``: the evaluation
-    they come from (by the discrete objective), with its step."""
-    rec: dict[str, float] = {}
-    for group in ("final", "signal", "truth"):
-        for k, v in (metrics.get(group) or {}).items():
-            if isinstance(v, (int, float)):
-                rec[f"final/{k if group != 'final' else 'loss_' + k}"] = float(v)
-    best = [h for h in metrics.get("history", []) if h["step"] == metrics.get("best_step")]
-    if best:
-        rec.update({f"best/{k}": float(v) for k, v in best[-1].items() if k not in rundir.CLOCK_KEYS})
-    return rec
-
-
-def log_final(loggers: list[Logger], out: Path, metrics: dict) -> None:
-    """Write the end-of-run record to every logger, then close them (W&B: summary, artifact, table)."""
-    rec = final_record(metrics)
-    step = int(metrics["steps"])
-    for lg in loggers:
-        if is_wandb(lg):
-            _wandb_final(lg, out, metrics, rec, step)
-        else:
-            lg.log_metrics(rec, step=step)
-            lg.save()
-        lg.finalize("success" if not metrics.get("stopped") else "interrupted")
-
-
-def _wandb_final(lg: Logger, out: Path, metrics: dict, rec: dict[str, float], step: int) -> None:
-    import matplotlib.pyplot as plt
-    import soundfile as sf
-    import torch
-    import wandb
-
-    from voxinv.invert.callbacks import spectrogram_figure
-
-    run = lg.experiment
-    run.summary.update(rec)  # explicit: not "whatever was logged last"
-    # the deliverable, one artifact per run (a resumed run adds a version): the configurations of a
-    # sweep on one recording are not versions of each other; the target is in the metadata
-    target = str((metrics.get("target") or {}).get("name") or "?")
-    meta = {**rec, "target": target, "run_name": run.name, "stopped": metrics.get("stopped")}
-    art = wandb.Artifact(_artifact_name(f"voice-{run.name or 'run'}-{run.id}"), type="voice", metadata=meta)
-    for f in ARTIFACT_FILES:
-        if (out / f).is_file():
-            art.add_file(str(out / f))
-    run.log_artifact(art, aliases=["latest", f"step-{step}"])
-    # one row per run under one key: the workspace shows the runs' rows side by side
-    tgt, sr = sf.read(str(out / rundir.TARGET), dtype="float32")
-    recon, _ = sf.read(str(out / rundir.RECONSTRUCTION), dtype="float32")
-    fig = spectrogram_figure(torch.from_numpy(tgt), torch.from_numpy(recon), sr, run.name or "")
-    keys = sorted(k for k in rec if k.startswith("final/"))
-    table = wandb.Table(columns=["run", "target", "reconstruction", "spectrogram", *keys])
-    table.add_data(
-        run.name,
-        wandb.Audio(tgt, sample_rate=sr, caption="target"),
-        wandb.Audio(recon, sample_rate=sr, caption="reconstruction"),
-        wandb.Image(fig),
-        *[rec[k] for k in keys],
-    )
-    plt.close(fig)
-    run.log({"runs/comparison": table, "trainer/global_step": step})
-    run.finish()
-
-
-def _artifact_name(s: str) -> str:
-    """W&B artifact names allow letters, digits, ``-``, ``_`` and ``.``."""
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in s)[:128]

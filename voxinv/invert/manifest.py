@@ -11,13 +11,20 @@ Layout under ``target.output_dir`` (the run directory by default)::
 
 Rows are numbered from 1 (the first data row). Row r belongs to shard ``(r - 1) % num_shards``, and
 within a shard the j-th row to process ``j % N``. A process fits its rows in groups of
-``target.clips_per_call`` (longest first, so a group pads little): :mod:`voxinv.invert.batch`.
+``target.clips_per_call`` (longest first, so a group pads little), all of a group in one
+:class:`~voxinv.invert.module.InversionModule` (one decoder call per step, everything else per clip).
 
 Processes: ``trainer.devices=N`` has Lightning's launcher (Fabric, DDP, gloo) start N processes
 (one per GPU on CUDA). They share no parameter and synchronise no gradient — DDP's gradient averaging
 would mix different clips' codes — each fits its own rows with a one-device Trainer, and the only
 collective is the barrier after which rank 0 writes the shard's part. Clips come out the same whatever
 the process count (tests/invert/test_manifest.py).
+
+Every feature of a single-clip run applies per clip: callbacks (early stop, ``callbacks/refine``), the
+``logger`` group (each clip its own metrics.csv and, with ``logger=wandb``, its own W&B run named after
+the clip and grouped by the manifest run), the gradient balancer, ``export.register`` (each clip's voice
+as ``<name>-<row>-<name>``). ``resume=true`` in the same directory keeps the exported clips and
+continues an interrupted group from its checkpoint (in its first clip's ``checkpoints/``).
 
 Bad input: a missing or unparsable manifest, or one without a ``path`` column, stops the run before
 anything is loaded (one line, exit 2). A clip that cannot be used (missing, unreadable, silent, too
@@ -27,12 +34,12 @@ still inverted and exported, then the run exits 2 naming the failed rows.
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import sys
 import time
 from collections import Counter
-from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
@@ -40,56 +47,12 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from voxinv import rundir
+from voxinv.invert.rows import ManifestError, Row, read_manifest, shard_rows
 from voxinv.invert.target import TargetSource
 
 log = logging.getLogger("voxinv")
 SUMMARY_JSON, SUMMARY_CSV, PARTS, CLIPS = "summary.json", "summary.csv", "parts", "clips"
 FILE_TARGET = "voxinv.invert.target.FileTarget"  # each clip's config: target=file
-
-
-class ManifestError(ValueError):
-    """The manifest (or its settings) cannot be used at all."""
-
-
-@dataclass
-class Row:
-    row: int  # 1-based data row
-    path: str  # audio file ("" when the row has none)
-    name: str  # the run directory's name: <row>-<name>
-    speaker: str | None = None
-    text: str | None = None
-
-    @property
-    def dirname(self) -> str:
-        return f"{self.row:05d}-{self.name}"
-
-
-def read_manifest(path: str | Path) -> list[Row]:
-    """The rows of an audio list (:mod:`voxinv.manifests`: ``.csv`` / ``.tsv`` / ``.jsonl`` / ``.json`` with a
-    ``path`` column; optional ``speaker``, ``text``, ``name``); relative audio paths are taken relative to
-    the manifest's directory."""
-    from voxinv.manifests import AudioListError, read_audio_list
-
-    if not path:
-        raise ManifestError("target=manifest needs target.path=<a .csv or .jsonl file with a `path` column>")
-    try:
-        clips = read_audio_list(path)
-    except AudioListError as e:
-        raise ManifestError(f"{e} (target.path)") from None
-    return [
-        Row(c.row, c.path, _safe(c.name or (Path(c.path).stem if c.path else "missing")), c.speaker, c.text)
-        for c in clips
-    ]
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name)[:80] or "clip"
-
-
-def shard_rows(rows: list[Row], shard: int, num_shards: int, rank: int = 0, world: int = 1) -> list[Row]:
-    """Row r → shard ``(r - 1) % num_shards``; within the shard the j-th row → process ``j % world``."""
-    mine = [r for r in rows if (r.row - 1) % num_shards == shard]
-    return mine[rank::world]
 
 
 class ManifestTarget(TargetSource):
@@ -131,25 +94,10 @@ def check_settings(cfg: DictConfig) -> None:
     """What a manifest run refuses (one line each)."""
     if int(cfg.trainer.get("devices", 1)) < 1:
         raise ManifestError(f"trainer.devices={cfg.trainer.devices}: must be >= 1")
-    if cfg.resume not in (False, None, "false"):
+    if cfg.resume not in (False, None, "false", True, "true"):
         raise ManifestError(
-            "resume is not supported with target=manifest (rerun the failed rows as a smaller manifest)"
-        )
-    # a group applies these itself (progress bar; early stop per clip; evaluations into each clip's
-    # metrics.csv); checkpoints need resume. Any other callback would be silently skipped: refused.
-    handled = ("checkpoint", "eval_logger", "progress_bar", "early_stop")
-    extra = sorted(k for k, v in cfg.callbacks.items() if v is not None and k not in handled)
-    if extra:
-        raise ManifestError(
-            f"callbacks {', '.join(extra)} are not applied in target=manifest groups: drop them "
-            f"({' '.join(f'callbacks.{k}=null' for k in extra)}) or invert those clips one by one"
-        )
-    other = sorted(k for k, v in (cfg.get("logger") or {}).items() if v is not None and k != "csv")
-    if other:
-        log.warning("target=manifest logs each clip to its metrics.csv; logger %s is not used", ",".join(other))
-    if cfg.export.register:
-        raise ManifestError(
-            "export.register names one voice: register a manifest's voices one by one (voxinv register-voice)"
+            f"resume={cfg.resume}: a manifest run resumes in its own directory (resume=true with the same "
+            "hydra.run.dir / target.output_dir): finished clips are kept, a group's checkpoint continues"
         )
 
 
@@ -262,13 +210,22 @@ def _duration(path: str) -> float:
 
 
 def invert_rows(cfg: DictConfig, rows: list[Row], base: Path, device: torch.device) -> list[dict]:
-    """This process's rows, longest first, ``clips_per_call`` at a time; one record per row."""
+    """This process's rows, longest first, ``clips_per_call`` at a time; one record per row (``resume``:
+    the rows exported before are read back, not inverted again)."""
     from voxinv.voxtral.models import load_model
 
     model = load_model(cfg.model, device)
     order = sorted(rows, key=lambda r: -_duration(r.path) if r.path else 1.0)
     cpc = int(cfg.target.clips_per_call)
     records: dict[int, dict] = {}
+    if cfg.resume in (True, "true"):  # a resumed manifest run: the clips exported before are kept
+        for r in order:
+            m = rundir.metrics_path(base / CLIPS / r.dirname)
+            if m.is_file():
+                records[r.row] = _record(r, base, "done", metrics=json.loads(m.read_text()))
+        order = [r for r in order if r.row not in records]
+        if records:
+            log.info("resume: %d clips already exported, %d to invert", len(records), len(order))
     interrupted = None
     i = 0
     while i < len(order):
@@ -299,12 +256,11 @@ def invert_rows(cfg: DictConfig, rows: list[Row], base: Path, device: torch.devi
 
 
 def prepare_clip(cfg: DictConfig, row: Row, base: Path, model, device: torch.device):
-    """The clip as a single-clip run builds it (same seed, target, losses, parameters, init)."""
+    """The clip as a single-clip run builds it (same seed, target, losses, parameters, init): its job."""
     import pytorch_lightning as pl
     from hydra.utils import instantiate
 
-    from voxinv.invert.batch import Clip
-    from voxinv.invert.fit import build, make_module
+    from voxinv.invert.fit import build
     from voxinv.invert.init import initialise
 
     if not row.path:
@@ -314,16 +270,21 @@ def prepare_clip(cfg: DictConfig, row: Row, base: Path, model, device: torch.dev
     source.check()  # reads the recording: AudioError for this row only
     t0 = time.time()
     pl.seed_everything(int(cfg.seed), workers=True, verbose=False)  # as a single-clip run starts
-    job = build(ccfg, Path(ccfg.paths.output_dir), model, source, device)
+    out = Path(ccfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write(out / rundir.CONFIG, OmegaConf.to_yaml(ccfg, resolve=True))
+    job = build(ccfg, out, model, source, device)
+    # (also on resume: a group's checkpoint, when it is used, replaces these codes)
     job.init = initialise(instantiate(ccfg.init), job.params, model.eval_codec, job.target, model.ckpt)
     if "interrupted" in job.init:
         raise KeyboardInterrupt(job.init["interrupted"])
-    job.module = make_module(job)  # its evaluation, best restart, NaN watch: the single-clip code
-    return Clip(module=job.module, info={"name": row.dirname, "row": row, "job": job, "t0": t0})
+    return row, job, t0
 
 
 def clip_config(cfg: DictConfig, row: Row, base: Path) -> DictConfig:
-    """The config of this clip as a single-clip run (``target=file``): rerunning it alone gives the same codes."""
+    """The config of this clip as a single-clip run (``target=file``): rerunning it alone gives the same
+    codes. Its W&B run is named after the clip and grouped by the manifest run; a registered voice is
+    ``<export.register.name>-<row>-<name>``."""
     d = OmegaConf.to_container(cfg, resolve=True)
     t = d["target"]
     keep = ("trim", "trim_db", "peak", "max_seconds")
@@ -331,62 +292,74 @@ def clip_config(cfg: DictConfig, row: Row, base: Path) -> DictConfig:
     out = base / CLIPS / row.dirname
     d["paths"] = {**d["paths"], "output_dir": str(out), "checkpoint_dir": str(out / rundir.CHECKPOINTS)}
     d["trainer"] = {k: v for k, v in d["trainer"].items() if k != "devices"}
+    for lg in (d.get("logger") or {}).values():
+        if lg and "save_dir" in lg:
+            lg["save_dir"] = str(out)
+        if lg and str(lg.get("_target_", "")).endswith("wandb_logger"):
+            lg["name"], lg["group"] = lg.get("name") or row.dirname, lg.get("group") or f"manifest {base.name}"
+    cb = (d.get("callbacks") or {}).get("checkpoint")
+    if cb:  # the group's checkpoint: in its first clip's directory
+        cb["dirpath"] = str(out / rundir.CHECKPOINTS)
+    reg = (d.get("export") or {}).get("register")
+    if reg:
+        reg["name"] = re.sub(r"[^A-Za-z0-9_-]", "_", f"{reg['name']}-{row.dirname}")
     return OmegaConf.create(d)
 
 
-def fit_and_export(cfg, clips, base: Path, device: torch.device, records: dict) -> str | None:
-    """Fit one group, export every clip of it (also when interrupted); returns the interrupt, if any."""
-    from voxinv.invert.batch import fit_group
+def fit_and_export(cfg, group: list, base: Path, device: torch.device, records: dict) -> str | None:
+    """Fit one group (its clips' jobs in one :func:`~voxinv.invert.fit.fit`), export every clip of it
+    (also when interrupted); returns the interrupt, if any."""
+    from voxinv.invert.fit import fit
     from voxinv.invert.guard import uninterrupted
 
-    names = [c.info["name"] for c in clips]
-    log.info("group of %d clips: %s", len(clips), ", ".join(names))
-    interrupted, _ = fit_group(cfg, clips[0].module.frozen.codec, clips, device, str(base))
+    jobs = [job for _, job, _ in group]
+    names = [job.out.name for job in jobs]
+    log.info("group of %d clips: %s", len(jobs), ", ".join(names))
+    t0, cpu0 = time.time(), time.process_time()
+    fit(jobs, group_resume(cfg, jobs))
+    took = {"group_fit_s": round(time.time() - t0, 3), "group_fit_cpu_s": round(time.process_time() - cpu0, 3)}
     with uninterrupted():
-        for c in clips:
-            r = c.info["row"]
+        for r, job, t_start in group:
             try:
-                m = export_clip(c, names)
+                m = export_clip(r, job, t_start, names, took)
             except (ValueError, OSError) as e:
                 msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
                 print(f"voxinv: error: manifest row {r.row} ({r.path}): export failed: {msg}", file=sys.stderr)
                 records[r.row] = _record(r, base, "error", error=f"export failed: {msg}")
                 continue
             records[r.row] = _record(r, base, "done", metrics=m)
-    return interrupted
+    trainer = jobs[0].trainer
+    return f"interrupted at step {trainer.global_step}" if trainer is not None and trainer.interrupted else None
 
 
-@dataclass
-class _GroupTrainer:
-    """What export / finish read of a single run's trainer, for one clip of a group: its own step
-    count and its own logger (``metrics.csv`` in its run directory)."""
+def group_resume(cfg: DictConfig, jobs: list) -> str | None:
+    """``resume=true``: the group's checkpoint (in its first clip's directory) when it holds these clips."""
+    from voxinv.invert.guard import check_resume_file
+    from voxinv.voxtral.checkpoint import load_plain
 
-    global_step: int
-    loggers: list
+    p = jobs[0].out / rundir.LAST_CKPT
+    if cfg.resume not in (True, "true") or not p.is_file():
+        return None
+    check_resume_file(str(p))
+    held = [c.get("name") for c in load_plain(p)["voxinv"]["clips"]]
+    if held != [j.out.name for j in jobs]:
+        log.warning("resume: %s holds clips %s, not this group's: starting the group afresh", p, held)
+        return None
+    return str(p)
 
 
-def export_clip(c, group: list[str]) -> dict:
-    """The single-clip run's files for one clip of a group (+ metrics.json "manifest", metrics.csv)."""
+def export_clip(r: Row, job, t_start: float, group: list[str], took: dict) -> dict:
+    """The single-clip run's files for one clip of a group (+ metrics.json "manifest")."""
     from voxinv.invert.export import evaluate, export, finish
-    from voxinv.invert.loggers import CSVLogger
 
-    job, r = c.info["job"], c.info["row"]
     out = job.out
-    out.mkdir(parents=True, exist_ok=True)
-    rundir.atomic_write(out / rundir.CONFIG, OmegaConf.to_yaml(job.cfg, resolve=True))
-    lg = CSVLogger(save_dir=str(out))  # every evaluation at its step, then the final row (finish)
-    for h in c.module.history:
-        skip = ("step", "restart", *rundir.CLOCK_KEYS)
-        lg.log_metrics({f"eval/{k}": float(v) for k, v in h.items() if k not in skip}, step=int(h["step"]))
-    job.trainer, job.stopped = _GroupTrainer(c.steps, [lg]), c.stopped
-    m = export(job, c.info["t0"])
-    man = {"row": r.row, "speaker": r.speaker, "text": r.text, "group": group}
-    man.update(group_fit_s=c.info["group_wall_s"], group_fit_cpu_s=c.info["group_cpu_s"])
+    m = export(job, t_start)
+    man = {"row": r.row, "speaker": r.speaker, "text": r.text, "group": group, **took}
     m["manifest"] = rundir.merge_metrics(out, "manifest", man)["manifest"]
     if r.text:
         rundir.atomic_write(out / rundir.TARGET_TEXT, r.text + "\n")
-    evaluate(job.cfg, out, m)
-    finish(job, m)  # the final CSV row, the summary line
+    evaluate(job.cfg, out, m, job.model.eval_codec)
+    finish(job, m)  # voice registration, the loggers' final record, the summary line
     return m
 
 

@@ -78,25 +78,30 @@ class RefineWorst(pl.Callback):
         self.stats: list[dict] = []  # one record per round (what it visited, changed, cost)
 
     def on_train_end(self, trainer: pl.Trainer, module) -> None:
-        if trainer.interrupted or module.best is None:
+        if trainer.interrupted:
             return
-        codec, target = module.frozen.eval_codec, module.target
-        step = int(trainer.global_step)
+        for clip in module.clips:  # a group: each clip refined on its own
+            if clip.best is not None and not clip.nonfinite:
+                self.refine(module, clip, int(clip.steps))
+
+    def refine(self, module, clip, step: int) -> None:
+        codec, target = module.frozen.eval_codec, clip.wav
         for r in range(self.rounds):
             t0 = time.time()
-            codes = module.best["codes"]  # [T, 37], the best by the discrete objective so far
+            codes = clip.best["codes"]  # [T, 37], the best by the discrete objective so far
             visit = worst_frames(frame_losses(codec, self.loss, target, codes), self.frames)
             new, st = coord_descent(
                 codec, target, codes, loss=self.loss, sweeps=1, progress=False, frames=visit, **self.search
             )
-            before = module.best["objective"]
-            m = module.evaluate(step, codes=new[None])  # kept as best only if the objective improves
-            module.history[-1]["refine_round"] = r + 1
-            rec = {"round": r + 1, "frames": visit, **st, "objective": m["objective"], "before": before}
-            rec["seconds"] = round(time.time() - t0, 3)
+            before = clip.best["objective"]
+            m = module.evaluate(clip, step, codes=new[None])  # kept as best only if the objective improves
+            clip.history[-1]["refine_round"] = r + 1
+            rec = {"clip": clip.name, "round": r + 1, "frames": visit, **st, "objective": m["objective"]}
+            rec.update(before=before, seconds=round(time.time() - t0, 3))
             self.stats.append(rec)
             log.info(
-                "refine round %d: frames %s, %d values changed, objective %.4f → %.4f (%.1f s)",
+                "refine %sround %d: frames %s, %d values changed, objective %.4f → %.4f (%.1f s)",
+                f"{clip.name} " if len(module.clips) > 1 else "",
                 r + 1,
                 visit,
                 st["changed"],
