@@ -46,7 +46,7 @@ def compose(*overrides: str):
     from hydra import compose as hcompose
     from hydra import initialize_config_dir
 
-    from voxinv.run import CONF_DIR
+    from voxinv.paths import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         return hcompose("config", overrides=["model=tiny", "target=synthetic", "init=random", *overrides])

@@ -131,7 +131,7 @@ class Proxy:
     def __init__(self, cache: dict):
         from omegaconf import OmegaConf
 
-        from voxinv.run import CONF_DIR
+        from voxinv.paths import CONF_DIR
         from voxinv.voxtral.checkpoint import Checkpoint
         from voxinv.voxtral.codec import load_codec
         from voxinv.voxtral.models import model_path
@@ -145,7 +145,7 @@ class Proxy:
         from hydra import compose, initialize_config_dir
 
         from voxinv.invert.target import from_file
-        from voxinv.run import CONF_DIR
+        from voxinv.paths import CONF_DIR
 
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             t = compose("config", overrides=[*common, f"target.path={path}"]).target

@@ -49,7 +49,7 @@ def score_encoder(codec, wav: torch.Tensor) -> dict:
 def main() -> None:
     from omegaconf import OmegaConf
 
-    from voxinv.run import CONF_DIR
+    from voxinv.paths import CONF_DIR
     from voxinv.voxtral.checkpoint import Checkpoint
     from voxinv.voxtral.codec import load_codec
     from voxinv.voxtral.models import model_path

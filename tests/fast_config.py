@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from hydra import compose, initialize_config_dir
 from omegaconf import DictConfig
 
-from voxinv.run import CONF_DIR
+from voxinv.paths import CONF_DIR
 
 
 def compose_fast(fast: Mapping[str, str], *overrides: str) -> DictConfig:

@@ -12,7 +12,7 @@ from hydra.errors import MissingConfigException
 from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 
-from voxinv.run import CONF_DIR
+from voxinv.paths import CONF_DIR
 from voxinv.voxtral.device import DTYPES
 
 CONF = Path(CONF_DIR)

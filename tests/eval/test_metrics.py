@@ -70,7 +70,7 @@ def test_mel_metric_is_the_mel_loss(speech):
     from hydra import compose, initialize_config_dir
     from hydra.utils import instantiate
 
-    from voxinv.run import CONF_DIR
+    from voxinv.paths import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         mel = compose("config").loss.mel

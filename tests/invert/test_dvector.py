@@ -94,7 +94,7 @@ def test_spk_dvec_loss_term_from_config():
     from hydra import compose, initialize_config_dir
 
     from voxinv.invert.losses import DVectorSpeakerTerm, build_terms
-    from voxinv.run import CONF_DIR
+    from voxinv.paths import CONF_DIR
 
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("config", overrides=["loss=stft+mel+spk_dvec"])

@@ -14,7 +14,7 @@ from omegaconf import OmegaConf
 
 from voxinv.invert.init import coord_descent, warm_start_codes
 from voxinv.invert.target import synthetic
-from voxinv.run import CONF_DIR
+from voxinv.paths import CONF_DIR
 from voxinv.voxtral.codes import save_codes
 from voxinv.voxtral.voices import load_voice, voice_to_codes
 

@@ -10,7 +10,7 @@ from omegaconf import OmegaConf
 
 from voxinv.invert.losses import WAVE_TERMS, Balancer, LossSuite, build_terms
 from voxinv.invert.params import CodeSample
-from voxinv.run import CONF_DIR
+from voxinv.paths import CONF_DIR
 
 SR, N, B = 24000, 3 * 1920, 3
 

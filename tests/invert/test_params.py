@@ -11,7 +11,7 @@ from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
 from voxinv.invert.params import SEMANTIC_KINDS, CodeParams
-from voxinv.run import CONF_DIR
+from voxinv.paths import CONF_DIR
 from voxinv.voxtral.checkpoint import Checkpoint
 from voxinv.voxtral.codec import load_codec
 
