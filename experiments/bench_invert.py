@@ -103,9 +103,8 @@ def time_module(s: Setup, warmup: int, steps: int) -> dict:
     import pytorch_lightning as pl
 
     from voxinv.invert.clip import Clip
-    from voxinv.invert.fit import trainer_settings
     from voxinv.invert.module import InversionModule, Steps
-    from voxinv.invert.settings import resolve
+    from voxinv.invert.settings import resolve, trainer_settings
     from voxinv.trainer import build_trainer
 
     cfg = s.cfg.copy()

@@ -7,7 +7,9 @@ raw-numbers speakers; listed in ``TRAIN_SPEAKERS``), plus (``--asterisk``) the r
 ships as WAV prompts (``ASTERISK_PACKAGES``, one speaker per voice folder, 8 kHz) and (``--espeak-extra``)
 more espeak-ng voices × variants at random rate and pitch. Mild augmentation at build time: each
 asterisk chunk is kept as is or speed-perturbed (sox ``speed`` 0.92–1.08, pitch and tempo together);
-the trainer adds random crops and gain.
+the trainer adds random crops and gain. (``--klettres``) adds the natural, full-band (44.1 kHz) voices of
+``klettres-data``: letters and syllables read by one speaker per language folder, joined like the asterisk
+prompts (the only human full-band speech Debian ships that the evaluation does not use).
 Eval (``<out>/eval/manifest.json``): the first ``--eval-seconds`` of each benchmark clip of the
 held-out speakers (``EVAL_SPEAKERS``: LibriVox, linphone, ALSA, codec2 speech_orig_16k), never
 trained on. The benchmark set comes from ``experiments/benchmarks/prepare_real.py``.
@@ -105,7 +107,13 @@ def synth(cmd: list[str], wav: Path) -> torch.Tensor:
 
 
 def make_train(
-    out: Path, bench: dict, bench_dir: Path, per_voice: int, asterisk: bool = False, espeak_extra: int = 0
+    out: Path,
+    bench: dict,
+    bench_dir: Path,
+    per_voice: int,
+    asterisk: bool = False,
+    espeak_extra: int = 0,
+    klettres: bool = False,
 ) -> None:
     out.mkdir(parents=True, exist_ok=True)
     clips = []
@@ -141,6 +149,8 @@ def make_train(
         add_espeak_extra(out, clips, texts, espeak_extra, seed=1)
     if asterisk:
         add_asterisk(out, clips, chunk_s=60.0, seed=2)
+    if klettres:
+        add_klettres(out, clips, chunk_s=30.0, seed=3)
     for c in bench["clips"]:
         if c["speaker"] in TRAIN_SPEAKERS:
             src = (bench_dir / c["path"]).resolve()
@@ -229,6 +239,40 @@ def add_asterisk(out: Path, clips: list[dict], chunk_s: float, seed: int) -> Non
             print(f"asterisk {voice}: {len(chunks)} chunks of ≤ {chunk_s:.0f} s", file=sys.stderr)
 
 
+KLETTRES = Path("/usr/share/klettres")
+
+
+def add_klettres(out: Path, clips: list[dict], chunk_s: float, seed: int) -> None:
+    """``klettres-data``'s recordings (Ogg, 44.1 kHz; one speaker label per language folder), resampled to
+    24 kHz, trimmed, joined with 0.2 s gaps into ``chunk_s`` chunks; half of them speed-perturbed."""
+    if not KLETTRES.is_dir():
+        print("klettres-data: not installed, skipped (apt-get install klettres-data)", file=sys.stderr)
+        return
+    g = torch.Generator().manual_seed(seed)
+    for lang in sorted(d for d in KLETTRES.iterdir() if d.is_dir()):
+        files = sorted(lang.rglob("*.ogg"))
+        if not files:
+            continue  # icons/, pics/, an empty language
+        chunks: list[list[torch.Tensor]] = [[]]
+        for f in files:
+            w = trim_silence(read_audio(f, SR), SR)
+            if w.numel() < int(0.15 * SR):
+                continue
+            if sum(p.numel() for p in chunks[-1]) >= chunk_s * SR:
+                chunks.append([])
+            chunks[-1] += [w, torch.zeros(int(0.2 * SR))]
+        for k, parts in enumerate(c for c in chunks if c):
+            r = torch.rand(2, generator=g)
+            speed = 1.0 if float(r[0]) < 0.5 else round(0.92 + 0.16 * float(r[1]), 3)
+            cid = f"klettres_{lang.name}_{k:03d}"
+            dur = _write_chunk(out / f"{cid}.wav", parts, SR, speed)
+            clips.append(
+                {"id": cid, "path": f"{cid}.wav", "speaker": f"klettres/{lang.name}", "package": "klettres-data",
+                 "speed": speed, "duration_s": round(dur, 3), "sample_rate": SR}
+            )  # fmt: skip
+        print(f"klettres {lang.name}: {len(chunks)} chunks of ≤ {chunk_s:.0f} s", file=sys.stderr)
+
+
 def add_espeak_extra(out: Path, clips: list[dict], texts: list[str], per_voice: int, seed: int) -> None:
     """espeak-ng ``lang+variant`` voices (one speaker each), each sentence at a random rate and pitch."""
     g = torch.Generator().manual_seed(seed)
@@ -282,6 +326,7 @@ def main() -> None:
     ap.add_argument("--eval-seconds", type=float, default=1.6)
     ap.add_argument("--asterisk", action="store_true", help="add the asterisk WAV voices (ASTERISK_PACKAGES)")
     ap.add_argument("--espeak-extra", type=int, default=0, help="sentences per extra espeak-ng voice (0: none)")
+    ap.add_argument("--klettres", action="store_true", help="add klettres-data's natural full-band voices")
     a = ap.parse_args()
     bm = Path(a.benchmark)
     if not bm.is_file():
@@ -289,7 +334,7 @@ def main() -> None:
     bench = json.loads(bm.read_text())
     overlap = set(TRAIN_SPEAKERS) & set(EVAL_SPEAKERS)
     assert not overlap, overlap
-    make_train(Path(a.out) / "train", bench, bm.parent, a.per_voice, a.asterisk, a.espeak_extra)
+    make_train(Path(a.out) / "train", bench, bm.parent, a.per_voice, a.asterisk, a.espeak_extra, a.klettres)
     make_eval(Path(a.out) / "eval", bench, bm.parent, a.eval_seconds)
 
 

@@ -210,8 +210,24 @@ def test_shards_share_one_summary(tmp_path, clips):
     assert [(c["row"], c["shard"], c["status"]) for c in s["clips"]] == [(1, 0, "done"), (2, 1, "done"), (3, 0, "done")]
 
 
+def test_clip_target_is_what_target_file_composes(tmp_path):
+    """Each clip's target node is target=file's (its group file, not a hand-built copy) with the
+    manifest's read settings: rerunning a clip alone composes the same node."""
+    from omegaconf import OmegaConf
+
+    from voxinv.invert.manifest import clip_config
+    from voxinv.invert.rows import Row
+
+    read = ("target.trim=false", "target.trim_db=-30", "target.peak=0.5", "target.max_seconds=3")
+    cfg = compose_fast(FAST, "target=manifest", "target.path=m.csv", f"paths.output_dir={tmp_path}", *read)
+    row = Row(row=1, path=str(tmp_path / "a.wav"), name="a")
+    alone = compose_fast(FAST, "target=file", f"target.path={tmp_path / 'a.wav'}", *read)
+    got = clip_config(cfg, row, tmp_path).target
+    assert OmegaConf.to_container(got) == OmegaConf.to_container(alone.target, resolve=True)
+
+
 def test_devices_need_a_manifest():
-    from voxinv.invert.fit import trainer_settings
+    from voxinv.invert.settings import trainer_settings
 
     with pytest.raises(ValueError, match="target=manifest"):
         trainer_settings({"devices": 2, "deterministic": True}, torch.device("cpu"))

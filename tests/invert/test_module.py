@@ -12,8 +12,7 @@ import torch
 from test_run import _run, cfg_of  # noqa: E402  (tests/ is on sys.path: the directory of the rootdir conftest.py)
 
 import voxinv.run as R
-from voxinv.invert.fit import trainer_settings
-from voxinv.invert.settings import loop_settings
+from voxinv.invert.settings import loop_settings, trainer_settings
 
 CUDA, CPU = torch.device("cuda"), torch.device("cpu")
 

@@ -9,7 +9,6 @@ from torch import nn
 from voxinv.voxtral.checkpoint import Checkpoint
 from voxinv.voxtral.codec import (
     VoxtralCodec,
-    alibi_slopes,
     codec_state_for_checkpoint,
     conv_prefixes,
     fold_weight_norm,
@@ -19,6 +18,7 @@ from voxinv.voxtral.codec import (
     load_codec,
     unfold_weight_norm,
 )
+from voxinv.voxtral.layers import alibi_slopes
 from voxinv.voxtral.tiny import random_codes
 
 WN0, WN1 = ".parametrizations.weight.original0", ".parametrizations.weight.original1"

@@ -104,17 +104,6 @@ def make_module(jobs: list[Inversion]) -> InversionModule:
     return InversionModule([j.clip for j in jobs], m.codec, s, jobs[0].recipe, eval_codec=m.eval_codec)
 
 
-def trainer_settings(trainer_cfg, device: torch.device) -> dict:
-    """The ``trainer`` group as Trainer arguments for ``device`` (:func:`voxinv.trainer.trainer_kwargs`);
-    an inversion runs on one device (``trainer.devices=N``: processes over a manifest's clips)."""
-    from voxinv.trainer import trainer_kwargs
-
-    kw = trainer_kwargs(trainer_cfg, device)
-    if int(kw.pop("devices", 1)) != 1:  # processes over a manifest's clips (voxinv/invert/manifest.py)
-        raise ValueError(f"trainer.devices={trainer_cfg['devices']}: one clip runs on one device; use target=manifest")
-    return kw
-
-
 def fit(jobs: list[Inversion], resume: str | None) -> None:
     """Gradient refinement of ``jobs`` (one per clip: a single run is a group of one) in one Lightning fit
     (``resume``: a checkpoint to continue); sets each job's ``module``, ``trainer``, ``stopped`` (why its
@@ -127,7 +116,6 @@ def fit(jobs: list[Inversion], resume: str | None) -> None:
     from voxinv.trainer import build_trainer
 
     cfg, device, steps = jobs[0].cfg, jobs[0].device, jobs[0].settings.steps
-    trainer_settings(cfg.trainer, device)  # one device per run
     module = make_module(jobs)
     quiet_lightning()
     for j in jobs:  # several clips: a W&B run each, side by side in this process

@@ -49,10 +49,10 @@ from omegaconf import DictConfig, OmegaConf
 from voxinv import rundir
 from voxinv.invert.rows import ManifestError, Row, read_manifest, shard_rows
 from voxinv.invert.target import TargetSource
+from voxinv.paths import CONF_DIR
 
 log = logging.getLogger("voxinv")
 SUMMARY_JSON, SUMMARY_CSV, PARTS, CLIPS = "summary.json", "summary.csv", "parts", "clips"
-FILE_TARGET = "voxinv.invert.target.FileTarget"  # each clip's config: target=file
 
 
 class ManifestTarget(TargetSource):
@@ -286,9 +286,7 @@ def clip_config(cfg: DictConfig, row: Row, base: Path) -> DictConfig:
     codes. Its W&B run is named after the clip and grouped by the manifest run; a registered voice is
     ``<export.register.name>-<row>-<name>``."""
     d = OmegaConf.to_container(cfg, resolve=True)
-    t = d["target"]
-    keep = ("trim", "trim_db", "peak", "max_seconds")
-    d["target"] = {"_target_": FILE_TARGET, "kind": "file", "path": row.path, **{k: t[k] for k in keep}}
+    d["target"] = file_target(d["target"], row.path)
     out = base / CLIPS / row.dirname
     d["paths"] = {**d["paths"], "output_dir": str(out), "checkpoint_dir": str(out / rundir.CHECKPOINTS)}
     d["trainer"] = {k: v for k, v in d["trainer"].items() if k != "devices"}
@@ -304,6 +302,13 @@ def clip_config(cfg: DictConfig, row: Row, base: Path) -> DictConfig:
     if reg:
         reg["name"] = re.sub(r"[^A-Za-z0-9_-]", "_", f"{reg['name']}-{row.dirname}")
     return OmegaConf.create(d)
+
+
+def file_target(manifest_target: dict, path: str) -> dict:
+    """``target=file``'s node (``conf/target/file.yaml``, the group ``target=manifest`` extends) with the
+    manifest's read settings and one row's ``path``: what ``target=file path=<row>`` composes to."""
+    node = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / "target" / "file.yaml"))
+    return {**node, **{k: manifest_target[k] for k in node if k not in ("_target_", "kind", "path")}, "path": path}
 
 
 def fit_and_export(cfg, group: list, base: Path, device: torch.device, records: dict) -> str | None:

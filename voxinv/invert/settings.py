@@ -69,8 +69,20 @@ def loop_settings(loop_cfg: Mapping, trainer_cfg: Mapping, device: torch.device)
     }
 
 
+def trainer_settings(trainer_cfg, device: torch.device) -> dict:
+    """The ``trainer`` group as Trainer arguments for ``device`` (:func:`voxinv.trainer.trainer_kwargs`);
+    an inversion runs on one device (``trainer.devices=N``: processes over a manifest's clips)."""
+    from voxinv.trainer import trainer_kwargs
+
+    kw = trainer_kwargs(trainer_cfg, device)
+    if int(kw.pop("devices", 1)) != 1:  # processes over a manifest's clips (voxinv/invert/manifest.py)
+        raise ValueError(f"trainer.devices={trainer_cfg['devices']}: one clip runs on one device; use target=manifest")
+    return kw
+
+
 def resolve(cfg, device: torch.device) -> tuple[StepSettings, Recipe]:
     """``cfg`` (the composed run config) → the step's settings for ``device`` and its built parts."""
+    trainer_settings(cfg.trainer, device)  # one device per clip, refused here, before any step
     loop = loop_settings(cfg.loop, cfg.trainer, device)
     bal = cfg.loss.balancer
     settings = StepSettings(

@@ -21,8 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxinv.voxtral.codec import FeedForward  # the same SwiGLU (w1 gate, w2 down, w3 up)
 from voxinv.voxtral.codes import AudioCodebookEmbeddings
+from voxinv.voxtral.layers import FeedForward  # the same SwiGLU (w1 gate, w2 down, w3 up)
 from voxinv.voxtral.params import AudioModelArgs, BackboneArgs, VoxtralParams
 
 OTHER_PREFIXES = ("acoustic_transformer.", "audio_tokenizer.")

@@ -21,8 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from voxinv.voxtral.codec import FeedForward, fsq_codes  # the same SwiGLU (w1 gate, w2 down, w3 up)
+from voxinv.voxtral.codec import fsq_codes
 from voxinv.voxtral.codes import EMPTY_AUDIO, END_AUDIO, N_SPECIAL
+from voxinv.voxtral.layers import FeedForward  # the same SwiGLU (w1 gate, w2 down, w3 up)
 from voxinv.voxtral.params import AudioModelArgs, FlowArgs, VoxtralParams
 
 
