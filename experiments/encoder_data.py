@@ -207,36 +207,49 @@ def _write_chunk(f: Path, parts: list[torch.Tensor], sr: int, speed: float) -> f
     return sf.info(str(f)).duration
 
 
+def add_joined(
+    out: Path, clips: list[dict], waves, sr: int, chunk_s: float, min_s: float, g: torch.Generator, **meta: str
+) -> int:
+    """One speaker's recordings (``waves``: mono tensors at ``sr``) trimmed, joined with 0.2 s gaps into
+    ``chunk_s`` chunks and written at ``sr`` as ``<meta["id"]>_<k>.wav``; half of the chunks speed-perturbed
+    (sox, 0.92–1.08). ``meta``: ``id``, ``speaker``, ``package``. Returns the number of chunks."""
+    chunks: list[list[torch.Tensor]] = [[]]
+    for w in waves:
+        w = trim_silence(w, sr)
+        if w.numel() < int(min_s * sr):
+            continue
+        if sum(p.numel() for p in chunks[-1]) >= chunk_s * sr:
+            chunks.append([])
+        chunks[-1] += [w, torch.zeros(int(0.2 * sr))]
+    for k, parts in enumerate(c for c in chunks if c):
+        r = torch.rand(2, generator=g)
+        speed = 1.0 if float(r[0]) < 0.5 else round(0.92 + 0.16 * float(r[1]), 3)
+        cid = f"{meta['id']}_{k:03d}"
+        dur = _write_chunk(out / f"{cid}.wav", parts, sr, speed)
+        clips.append(
+            {"id": cid, "path": f"{cid}.wav", "speaker": meta["speaker"], "package": meta["package"],
+             "speed": speed, "duration_s": round(dur, 3), "sample_rate": sr}
+        )  # fmt: skip
+    return len(chunks)
+
+
 def add_asterisk(out: Path, clips: list[dict], chunk_s: float, seed: int) -> None:
-    """One speaker per voice folder: its prompts trimmed, joined with 0.2 s gaps into ``chunk_s`` chunks,
-    written at the source rate; half of the chunks speed-perturbed (sox, 0.92–1.08)."""
+    """One speaker per voice folder, its prompts joined (:func:`add_joined`) at the source rate (8 kHz)."""
     import soundfile as sf
+
+    def prompts(files: list[Path], sr: int):
+        for f in files:
+            x, fsr = sf.read(str(f), dtype="float32", always_2d=True)
+            if fsr == sr and x.shape[0] >= int(0.3 * sr):  # one rate per voice; a stray or empty file is skipped
+                yield torch.from_numpy(x.mean(1))
 
     g = torch.Generator().manual_seed(seed)
     for pkg in ASTERISK_PACKAGES:
         for voice, files in asterisk_files(pkg).items():
             sr = sf.info(str(files[0])).samplerate
-            chunks: list[list[torch.Tensor]] = [[]]
-            for f in files:
-                x, fsr = sf.read(str(f), dtype="float32", always_2d=True)
-                if fsr != sr or x.shape[0] < int(0.3 * sr):
-                    continue  # one rate per voice (all 8 kHz), a stray or empty file is skipped, not resampled
-                w = trim_silence(torch.from_numpy(x.mean(1)), sr)
-                if w.numel() < int(0.3 * sr):
-                    continue
-                if sum(p.numel() for p in chunks[-1]) >= chunk_s * sr:
-                    chunks.append([])
-                chunks[-1] += [w, torch.zeros(int(0.2 * sr))]
-            for k, parts in enumerate(c for c in chunks if c):
-                r = torch.rand(2, generator=g)
-                speed = 1.0 if float(r[0]) < 0.5 else round(0.92 + 0.16 * float(r[1]), 3)
-                cid = f"asterisk_{voice}_{k:03d}"
-                dur = _write_chunk(out / f"{cid}.wav", parts, sr, speed)
-                clips.append(
-                    {"id": cid, "path": f"{cid}.wav", "speaker": f"asterisk/{voice}", "package": pkg,
-                     "speed": speed, "duration_s": round(dur, 3), "sample_rate": sr}
-                )  # fmt: skip
-            print(f"asterisk {voice}: {len(chunks)} chunks of ≤ {chunk_s:.0f} s", file=sys.stderr)
+            meta = {"id": f"asterisk_{voice}", "speaker": f"asterisk/{voice}", "package": pkg}
+            n = add_joined(out, clips, prompts(files, sr), sr, chunk_s, 0.3, g, **meta)
+            print(f"asterisk {voice}: {n} chunks of ≤ {chunk_s:.0f} s", file=sys.stderr)
 
 
 KLETTRES = Path("/usr/share/klettres")
@@ -244,33 +257,17 @@ KLETTRES = Path("/usr/share/klettres")
 
 def add_klettres(out: Path, clips: list[dict], chunk_s: float, seed: int) -> None:
     """``klettres-data``'s recordings (Ogg, 44.1 kHz; one speaker label per language folder), resampled to
-    24 kHz, trimmed, joined with 0.2 s gaps into ``chunk_s`` chunks; half of them speed-perturbed."""
+    24 kHz and joined (:func:`add_joined`)."""
     if not KLETTRES.is_dir():
         print("klettres-data: not installed, skipped (apt-get install klettres-data)", file=sys.stderr)
         return
     g = torch.Generator().manual_seed(seed)
     for lang in sorted(d for d in KLETTRES.iterdir() if d.is_dir()):
         files = sorted(lang.rglob("*.ogg"))
-        if not files:
-            continue  # icons/, pics/, an empty language
-        chunks: list[list[torch.Tensor]] = [[]]
-        for f in files:
-            w = trim_silence(read_audio(f, SR), SR)
-            if w.numel() < int(0.15 * SR):
-                continue
-            if sum(p.numel() for p in chunks[-1]) >= chunk_s * SR:
-                chunks.append([])
-            chunks[-1] += [w, torch.zeros(int(0.2 * SR))]
-        for k, parts in enumerate(c for c in chunks if c):
-            r = torch.rand(2, generator=g)
-            speed = 1.0 if float(r[0]) < 0.5 else round(0.92 + 0.16 * float(r[1]), 3)
-            cid = f"klettres_{lang.name}_{k:03d}"
-            dur = _write_chunk(out / f"{cid}.wav", parts, SR, speed)
-            clips.append(
-                {"id": cid, "path": f"{cid}.wav", "speaker": f"klettres/{lang.name}", "package": "klettres-data",
-                 "speed": speed, "duration_s": round(dur, 3), "sample_rate": SR}
-            )  # fmt: skip
-        print(f"klettres {lang.name}: {len(chunks)} chunks of ≤ {chunk_s:.0f} s", file=sys.stderr)
+        if files:  # icons/, pics/ and an empty language have none
+            meta = {"id": f"klettres_{lang.name}", "speaker": f"klettres/{lang.name}", "package": "klettres-data"}
+            n = add_joined(out, clips, (read_audio(f, SR) for f in files), SR, chunk_s, 0.15, g, **meta)
+            print(f"klettres {lang.name}: {n} chunks of ≤ {chunk_s:.0f} s", file=sys.stderr)
 
 
 def add_espeak_extra(out: Path, clips: list[dict], texts: list[str], per_voice: int, seed: int) -> None:

@@ -12,7 +12,7 @@ import torch
 from hydra.utils import instantiate
 from omegaconf import OmegaConf
 
-from voxinv.invert.init import coord_descent, warm_start_codes
+from voxinv.invert.init import Init, coord_descent, warm_start_codes
 from voxinv.invert.target import synthetic
 from voxinv.paths import CONF_DIR
 from voxinv.voxtral.codes import save_codes
@@ -130,3 +130,30 @@ def test_coord_descent_recovers_exact_codes(codec):
         assert torch.equal(out[:, 0], tg.codes[:, 0])
         assert torch.equal(out, tg.codes)
     assert torch.equal(start, _codes(T, 100))  # the input is not modified
+
+
+# ------------------------------------------------------------------------------- a new init: two places
+class ConstantInit(Init):
+    """CONTRIBUTING.md's worked example: every frame of every restart starts from one code row."""
+
+    def __init__(self, kind: str, logit_margin: float, semantic: int, acoustic: int):
+        super().__init__(kind, logit_margin)
+        self.row = torch.tensor([semantic] + [acoustic] * 36)
+
+    def start_codes(self, params, codec, target, ckpt, info):
+        info["row"] = self.row.tolist()[:2]
+        return self.row.expand(params.shape[0], target.n_frames, 37)
+
+
+def test_an_init_defined_outside_the_package_runs(tmp_path):
+    """An init needs its class and its group node, nothing else: this one lives in a test module and is
+    selected by `_target_` overrides of the real config (a YAML file in conf/init/ does the same)."""
+    from test_run import _run
+
+    from voxinv.voxtral.codes import load_codes
+
+    node = ("init._target_=test_init.ConstantInit", "init.kind=constant", "+init.semantic=7", "+init.acoustic=10")
+    out, m, _ = _run(tmp_path, "run", *node, "steps=0")  # no refinement: the export is the init's codes
+    assert m["init"]["kind"] == "constant" and m["init"]["row"] == [7, 10]
+    codes = load_codes(out / "codes.safetensors")
+    assert (codes[:, 0] == 7).all() and (codes[:, 1:] == 10).all()
