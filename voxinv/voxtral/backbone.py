@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from voxinv.voxtral.codes import AudioCodebookEmbeddings
-from voxinv.voxtral.layers import FeedForward  # the same SwiGLU (w1 gate, w2 down, w3 up)
+from voxinv.voxtral.layers import FeedForward, GQAProjections  # the same SwiGLU (w1 gate, w2 down, w3 up)
 from voxinv.voxtral.params import AudioModelArgs, BackboneArgs, VoxtralParams
 
 OTHER_PREFIXES = ("acoustic_transformer.", "audio_tokenizer.")
@@ -83,14 +83,9 @@ class KVCache:
         return self.k.numel() * self.k.element_size() * 2
 
 
-class Attention(nn.Module):
+class Attention(GQAProjections):
     def __init__(self, args: BackboneArgs):
-        super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
-        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
-        self.wk = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
-        self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
-        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        super().__init__(args.dim, args.n_heads, args.n_kv_heads, args.head_dim)
 
     def forward(
         self,
@@ -101,10 +96,8 @@ class Attention(nn.Module):
         cache: KVCache | None,
         layer: int,
     ) -> torch.Tensor:
-        B, L, _ = x.shape
-        q = self.wq(x).view(B, L, self.n_heads, self.head_dim)
-        k = self.wk(x).view(B, L, self.n_kv_heads, self.head_dim)
-        v = self.wv(x).view(B, L, self.n_kv_heads, self.head_dim)
+        L = x.shape[1]
+        q, k, v = self.qkv(x)
         q, k = apply_rope(q, cos, sin).transpose(1, 2), apply_rope(k, cos, sin).transpose(1, 2)
         v = v.transpose(1, 2)  # [B, H(kv), L, Dh]
         if cache is not None:
@@ -117,7 +110,7 @@ class Attention(nn.Module):
         else:  # chunk after cached positions: query i sees keys ≤ S - L + i
             mask = torch.arange(S, device=x.device)[None, :] <= torch.arange(S - L, S, device=x.device)[:, None]
             out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, enable_gqa=True)
-        return self.wo(out.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim))
+        return self.out(out)
 
 
 def rope_tables(head_dim: int, theta: float, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

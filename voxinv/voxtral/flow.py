@@ -23,28 +23,19 @@ from torch import nn
 
 from voxinv.voxtral.codec import fsq_codes
 from voxinv.voxtral.codes import EMPTY_AUDIO, END_AUDIO, N_SPECIAL
-from voxinv.voxtral.layers import FeedForward  # the same SwiGLU (w1 gate, w2 down, w3 up)
+from voxinv.voxtral.layers import FeedForward, GQAProjections  # the same SwiGLU (w1 gate, w2 down, w3 up)
 from voxinv.voxtral.params import AudioModelArgs, FlowArgs, VoxtralParams
 
 
-class BidirectionalAttention(nn.Module):
+class BidirectionalAttention(GQAProjections):
     """GQA attention over the whole (3-token) sequence: no mask, no positional encoding."""
 
     def __init__(self, args: FlowArgs):
-        super().__init__()
-        self.n_heads, self.n_kv_heads, self.head_dim = args.n_heads, args.n_kv_heads, args.head_dim
-        self.wq = nn.Linear(args.dim, args.n_heads * args.head_dim, bias=False)
-        self.wk = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
-        self.wv = nn.Linear(args.dim, args.n_kv_heads * args.head_dim, bias=False)
-        self.wo = nn.Linear(args.n_heads * args.head_dim, args.dim, bias=False)
+        super().__init__(args.dim, args.n_heads, args.n_kv_heads, args.head_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:  # [B, S, D]
-        B, S, _ = x.shape
-        q = self.wq(x).view(B, S, self.n_heads, self.head_dim).transpose(1, 2)
-        k = self.wk(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        v = self.wv(x).view(B, S, self.n_kv_heads, self.head_dim).transpose(1, 2)
-        out = F.scaled_dot_product_attention(q, k, v, enable_gqa=True)  # kv head ⌊h / (H/Hkv)⌋
-        return self.wo(out.transpose(1, 2).reshape(B, S, self.n_heads * self.head_dim))
+        q, k, v = (t.transpose(1, 2) for t in self.qkv(x))
+        return self.out(F.scaled_dot_product_attention(q, k, v, enable_gqa=True))  # kv head ⌊h / (H/Hkv)⌋
 
 
 class FlowBlock(nn.Module):

@@ -159,3 +159,29 @@ class Transformer(nn.Module):
         for layer in self.layers:
             h = layer(h)
         return h.transpose(1, 2)
+
+
+class GQAProjections(nn.Module):
+    """The four projections of grouped-query attention (checkpoint names ``wq``, ``wk``, ``wv``, ``wo``),
+    shared by the backbone's causal and the flow model's bidirectional attention; ``qkv`` → ``[B, H, L, Dh]``."""
+
+    def __init__(self, dim: int, n_heads: int, n_kv_heads: int, head_dim: int):
+        super().__init__()
+        self.n_heads, self.n_kv_heads, self.head_dim = n_heads, n_kv_heads, head_dim
+        self.wq = nn.Linear(dim, n_heads * head_dim, bias=False)
+        self.wk = nn.Linear(dim, n_kv_heads * head_dim, bias=False)
+        self.wv = nn.Linear(dim, n_kv_heads * head_dim, bias=False)
+        self.wo = nn.Linear(n_heads * head_dim, dim, bias=False)
+
+    def qkv(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:  # [B, L, D] -> 3 × [B, L, H, Dh]
+        B, L, _ = x.shape
+        q = self.wq(x).view(B, L, self.n_heads, self.head_dim)
+        return (
+            q,
+            self.wk(x).view(B, L, self.n_kv_heads, self.head_dim),
+            self.wv(x).view(B, L, self.n_kv_heads, self.head_dim),
+        )
+
+    def out(self, o: torch.Tensor) -> torch.Tensor:  # [B, H, L, Dh] -> [B, L, D]
+        B, _, L, _ = o.shape
+        return self.wo(o.transpose(1, 2).reshape(B, L, self.n_heads * self.head_dim))
