@@ -84,6 +84,10 @@ def main() -> None:
         }
         | {"data": {k: v for k, v in metrics["data"].items() if k != "train_speakers"}, "val": metrics.get("val")},
     }
+    run_cfg = OmegaConf.load(a.run / "config.yaml")
+    if run_cfg.encoder.get("init"):  # a fine-tune: the weights it started from (their own provenance is in git)
+        out["train"]["init"] = str(run_cfg.encoder.init)
+        out["train"]["lr"] = float(run_cfg.optim.lr)
     (a.out / "learned_encoder.json").write_text(json.dumps(out, indent=1) + "\n")
     print(json.dumps(out["heldout"], indent=1))
 

@@ -190,12 +190,17 @@ def test_codes_options(tmp_path, codec, ckpt, table, codes, extra):
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_optimisation_lowers_the_objective(tmp_path, seed):
     """A short run from random codes with the default optimiser settings (softmax_ste from near-uniform
-    logits, Adam at the default LR, cosine decay) improves on its start, for every seed. A constant LR of
-    0.5 (this test's old setting) does not: Adam moves all 8192 semantic logits by ≈ ±lr per step, so
-    without the decay the argmax codes keep flipping."""
-    _, m, _ = _run(tmp_path, "opt", "steps=20", "eval_every=20", f"seed={seed}")
-    assert m["history"][-1]["objective"] < m["history"][0]["objective"]
-    assert m["final"]["total"] == pytest.approx(min(h["objective"] for h in m["history"]), rel=1e-5)
+    logits, Adam at the default LR, cosine decay) exports codes better than its start, for every seed. A
+    constant LR of 0.5 (this test's old setting) does not: Adam moves all 8192 semantic logits by ≈ ±lr per
+    step, so without the decay the argmax codes keep flipping. The export is the best evaluation, not the
+    last: on 3 frames one late argmax flip among near-tied logits can undo the run's last steps (seed 1 on
+    one machine: 1.818 at the start, 1.693 at step 16, 2.297 at step 20), and where it lands depends on the
+    CPU's float rounding."""
+    _, m, _ = _run(tmp_path, "opt", "steps=20", "eval_every=4", f"seed={seed}")
+    start, evals = m["history"][0]["objective"], [h["objective"] for h in m["history"][1:]]
+    assert len(evals) >= 3 and m["final"]["total"] < start  # (early stop may end it after 3 without a gain)
+    assert m["final"]["total"] == pytest.approx(min([start, *evals]), rel=1e-5)
+    assert sum(e < start for e in evals) > len(evals) / 2  # most evaluations improve on the start, not one lucky one
 
 
 # ------------------------------------------------------------------------------------------------ loss
