@@ -192,6 +192,36 @@ def upward(edges: dict[str, set[str]]) -> list[tuple[str, str]]:
     )
 
 
+def _closure(m: str, edges: dict[str, set[str]]) -> set[str]:
+    seen, todo = set(), [m]
+    while todo:
+        for y in edges.get(todo.pop(), ()):
+            if y not in seen:
+                seen.add(y)
+                todo.append(y)
+    return seen
+
+
+def in_function(g: Graph) -> list[dict]:
+    """Each in-function import of a voxinv module (not also imported at module level): whether moving it to
+    module level would close a cycle (then it is there to dodge one), whether it would be free (the target is
+    loaded anyway by the importer's module-level imports) and whether it is upward."""
+    out = []
+    for m in g.modules:
+        loaded = _closure(m, g.top)
+        for t in sorted(g.inner[m] - g.top[m]):
+            out.append(
+                {
+                    "module": m,
+                    "imports": t,
+                    "dodges_cycle": m in _closure(t, g.top),  # t's module-level imports lead back to m
+                    "free": t in loaded,
+                    "upward": layer(t) > layer(m),
+                }
+            )
+    return out
+
+
 def analyse(root: Path = ROOT, include_inner: bool = False) -> dict:
     g = build(root)
     edges = {m: set(g.top[m]) | (g.inner[m] if include_inner else set()) for m in g.modules}
@@ -202,6 +232,7 @@ def analyse(root: Path = ROOT, include_inner: bool = False) -> dict:
         "deliberate": [[a, b, why] for (a, b), why in DELIBERATE.items()],
         "in_function_imports": g.inner_count,
         "in_function_voxinv_imports": g.inner_voxinv,
+        "in_function": in_function(g),
     }
 
 
@@ -209,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--all", action="store_true", help="count in-function imports as edges too")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--lazy", action="store_true", help="list the in-function imports of voxinv modules")
     a = ap.parse_args(argv)
     res = analyse(include_inner=a.all)
     if a.json:
@@ -224,6 +256,15 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"in-function imports: {res['in_function_imports']} ({res['in_function_voxinv_imports']} of voxinv modules)"
         )
+        lazy = res["in_function"]
+        print(
+            f"in-function voxinv imports (distinct pairs): {len(lazy)}; "
+            f"dodging a cycle: {sum(x['dodges_cycle'] for x in lazy)}, free to hoist: {sum(x['free'] for x in lazy)}, "
+            f"upward: {sum(x['upward'] for x in lazy)}"
+        )
+        for x in lazy if a.lazy else []:
+            tags = [k for k in ("dodges_cycle", "free", "upward") if x[k]]
+            print(f"  {x['module']} → {x['imports']}" + (f" ({', '.join(tags)})" if tags else ""))
     return 1 if res["cycles"] or res["upward"] else 0
 
 

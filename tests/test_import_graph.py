@@ -34,6 +34,13 @@ def test_detectors_on_a_made_up_graph(tmp_path):
     assert res["cycles"] == [["voxinv.eval.formats", "voxinv.eval.metrics"]]  # relative import resolved
     assert res["upward"] == [["voxinv.rundir", "voxinv.eval"], ["voxinv.rundir", "voxinv.eval.formats"]]
     assert res["in_function_imports"] == 1 and res["in_function_voxinv_imports"] == 1
+    (lazy,) = res["in_function"]
+    assert (lazy["module"], lazy["imports"], lazy["upward"], lazy["dodges_cycle"]) == (
+        "voxinv.eval.metrics",
+        "voxinv.run",
+        True,
+        False,
+    )
     assert ["voxinv.eval.metrics", "voxinv.run"] in g.analyse(tmp_path, include_inner=True)["upward"]
 
 
