@@ -21,6 +21,7 @@ import numpy as np
 from voxinv import rundir
 from voxinv.audio import read_audio, write_wav
 from voxinv.eval.evaluate import loss_models_of_run
+from voxinv.eval.formats import columns
 from voxinv.eval.metrics import Unavailable, asr_metrics, dnsmos, speaker_metrics
 from voxinv.voxtral.device import pick_device
 
@@ -71,7 +72,7 @@ def score_voice(
         except Unavailable as e:
             row["dnsmos_skipped"] = str(e)
         rows.append(row)
-    keys = ["spk_sim", "wer", "dnsmos_ovrl", "seconds"]
+    keys = [*columns("e2e"), "seconds"]
     summary = {k: _mean(rows, k) for k in keys}
     summary["spk_sim_model"] = next((r["spk_sim_model"] for r in rows if "spk_sim_model" in r), None)
     summary["spk_sim_self_graded"] = any(r.get("spk_sim_self_graded") for r in rows)

@@ -14,7 +14,8 @@ Views (``Metric.views``: view → column position, ascending; gaps of 10 leave r
 * ``report`` / ``paired`` / ``per_run``: the sweep report's table, paired differences and per-run table;
 * ``curves`` / ``code_curves``: the sweep report's curves.png / code_acc.png panels;
 * ``bench`` / ``bench_paired`` / ``bench_graded``: the benchmark report's means table, its paired
-  differences, and the independent graders also paired where ``graders.jsonl`` has them.
+  differences, and the independent graders also paired where ``graders.jsonl`` has them;
+* ``e2e``: the summary of the end-to-end check (:mod:`voxinv.eval.e2e`: the voice's TTS sentences).
 """
 
 from __future__ import annotations
@@ -76,10 +77,10 @@ METRICS: tuple[Metric, ...] = (
            group="perceptual", packages=("pystoi",), views={"eval": 60}),
     Metric("dnsmos_ovrl", "DNSMOS", "{:.2f}", True, "non-intrusive DNSMOS P.835 overall quality",
            group="perceptual", packages=("speechmos", "onnxruntime"), title="DNSMOS ovrl",
-           views={"eval": 70, "bench": 70, "bench_graded": 40}),
+           views={"eval": 70, "bench": 70, "bench_graded": 40, "e2e": 30}),
     # speaker (held-out grading: :mod:`voxinv.eval.metrics.speaker`)
     Metric("spk_sim", "spk", "{:.3f}", True, "speaker similarity (cosine) by a grader the loss did not use",
-           group="speaker", packages=("resemblyzer", "webrtcvad"), views={"eval": 80}),
+           group="speaker", packages=("resemblyzer", "webrtcvad"), views={"eval": 80, "e2e": 10}),
     Metric("spk_ge2e", "spk GE2E", "{:.3f}", True, "speaker similarity by resemblyzer's GE2E (self-graded: loss spk)",
            group="speaker", packages=("resemblyzer", "webrtcvad"),
            views={"eval": 90, "bench": 40, "bench_graded": 10}),
@@ -88,7 +89,7 @@ METRICS: tuple[Metric, ...] = (
            views={"eval": 100, "bench": 50, "bench_graded": 20}),
     # asr (the default engine's package)
     Metric("wer", "WER", "{:.2f}", False, "word error rate of the reconstruction's transcript",
-           group="asr", packages=("pocketsphinx",), views={"eval": 110, "bench": 60, "bench_graded": 30}),
+           group="asr", packages=("pocketsphinx",), views={"eval": 110, "bench": 60, "bench_graded": 30, "e2e": 20}),
     Metric("cer", "CER", "{:.2f}", False, "character error rate of the reconstruction's transcript",
            group="asr", packages=("pocketsphinx",), views={"eval": 120}),
     # codes (known only for targets made from codes)
