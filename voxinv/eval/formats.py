@@ -5,7 +5,7 @@ The one place a metric is described. Read by ``python -m voxinv.eval`` (its term
 ``columns("eval")``), the sweep report (:mod:`voxinv.eval.report`: tables, plots, winners, paired
 differences, ceilings), the benchmark report (:mod:`voxinv.eval.report.bench`: ``columns("bench")``) and
 the run guard (:func:`voxinv.invert.guard.missing_packages`: :func:`group_packages`). Adding a metric: one
-:class:`Metric` line in :data:`METRIC` (or :func:`register` at run time) and its computation in its
+:class:`Metric` entry in :data:`METRICS` (or :func:`register` at run time) and its computation in its
 grader family (:mod:`voxinv.eval.metrics`). Imports nothing beyond the standard library.
 
 Views (``Metric.views``: view → column position, ascending; gaps of 10 leave room):
