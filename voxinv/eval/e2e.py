@@ -19,6 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from voxinv import rundir
+from voxinv.audio import read_audio, write_wav
+from voxinv.eval.evaluate import loss_models_of_run
+from voxinv.eval.formats import columns
+from voxinv.eval.metrics import Unavailable, asr_metrics, dnsmos, speaker_metrics
 from voxinv.voxtral.device import pick_device
 
 # Harvard sentences (IEEE 1969, public domain): held out from any target we ship
@@ -48,8 +52,6 @@ def score_voice(
     max_seconds: float = 10.0,
 ) -> dict:
     """Synthesize ``sentences`` with ``voice`` and score each against ``target``; mean per metric."""
-    from voxinv.audio import write_wav
-    from voxinv.eval.metrics import Unavailable, asr_metrics, dnsmos, speaker_metrics
     from voxinv.voxtral.tts import synthesize_eval
 
     sr = tts.sampling_rate
@@ -70,7 +72,7 @@ def score_voice(
         except Unavailable as e:
             row["dnsmos_skipped"] = str(e)
         rows.append(row)
-    keys = ["spk_sim", "wer", "dnsmos_ovrl", "seconds"]
+    keys = [*columns("e2e"), "seconds"]
     summary = {k: _mean(rows, k) for k in keys}
     summary["spk_sim_model"] = next((r["spk_sim_model"] for r in rows if "spk_sim_model" in r), None)
     summary["spk_sim_self_graded"] = any(r.get("spk_sim_self_graded") for r in rows)
@@ -81,9 +83,6 @@ def score_voice(
 def evaluate_e2e(
     run: Path, model: str, *, presets: list[str], n: int, seed: int, device: str = "cpu", max_seconds: float = 10.0
 ) -> dict:
-    from voxinv.audio import read_audio
-    from voxinv.eval.evaluate import loss_models_of_run
-    from voxinv.eval.metrics import Unavailable, dnsmos, speaker_metrics
     from voxinv.voxtral.tts import VoxtralTTS
 
     run = Path(run)

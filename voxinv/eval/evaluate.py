@@ -12,8 +12,10 @@ from pathlib import Path
 from typing import Any
 
 from voxinv import rundir
-from voxinv.eval.formats import EVAL_COLUMNS, METRIC, fmt
+from voxinv.audio import read_audio
+from voxinv.eval.formats import METRIC, columns, fmt
 from voxinv.eval.metrics import ALL_GROUPS, ASR_ENGINES, SPK_GRADERS, SR, code_recovery, evaluate_pair
+from voxinv.voxtral.codes import load_codes
 
 
 class RunError(RuntimeError):
@@ -87,9 +89,6 @@ def evaluate_run(
     write: bool = True,
 ) -> dict:
     """Evaluate one run directory; merge the result into its ``metrics.json`` under ``"eval"``."""
-    from voxinv.audio import read_audio
-    from voxinv.voxtral.codes import load_codes
-
     run = Path(run)
     if not run.is_dir():
         raise RunError(f"{run}: not a directory")
@@ -128,10 +127,10 @@ def evaluate_run(
 
 
 def format_table(results: dict[str, dict]) -> str:
-    """A compact fixed-width table: one row per run, the headline metrics (:data:`EVAL_COLUMNS`) as columns."""
+    """A compact fixed-width table: one row per run, the metric registry's ``eval`` view as columns."""
     import pandas as pd
 
-    cols = [k for k in EVAL_COLUMNS if any(k in r for r in results.values())]
+    cols = [k for k in columns("eval") if any(k in r for r in results.values())]
     df = pd.DataFrame(
         [[fmt(k, r.get(k)) for k in cols] for r in results.values()],
         index=pd.Index(list(results), name="run"),

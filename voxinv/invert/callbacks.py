@@ -11,37 +11,23 @@ import pytorch_lightning as pl
 import torch
 
 from voxinv import rundir
+from voxinv.figures import spectrogram_grid
 from voxinv.invert import loggers as L
+from voxinv.stopping import evals_since_improvement  # its home (the benchmark report replays it); kept here too
 
 log = logging.getLogger("voxinv")
 
 
-def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: str = ""):
-    """Two log-magnitude spectrograms (target above reconstruction) sharing one colour scale."""
-    from matplotlib.figure import Figure
-
+def media_spectrogram(target: torch.Tensor, rec: torch.Tensor, sr: int, title: str = ""):
+    """Target and reconstruction spectrograms (1024-point STFT, hop 256) and their difference, drawn by the
+    one spectrogram figure (:func:`voxinv.figures.spectrogram_grid`)."""
     win = torch.hann_window(1024)
-    specs = [
-        20 * torch.log10(torch.stft(x.float().cpu(), 1024, 256, window=win, return_complex=True).abs() + 1e-6)
+    t, r = (
+        (20 * torch.log10(torch.stft(x.float().cpu(), 1024, 256, window=win, return_complex=True).abs() + 1e-6)).numpy()
         for x in (target, rec)
-    ]
-    vmax = max(float(s.max()) for s in specs)
-    fig = Figure(figsize=(8, 5))  # not pyplot: no GUI backend needed, nothing left open
-    axes = fig.subplots(2, 1, sharex=True)
-    for ax, s, name in zip(axes, specs, ("target", "reconstruction")):
-        im = ax.imshow(
-            s.numpy(),
-            origin="lower",
-            aspect="auto",
-            vmin=vmax - 80,
-            vmax=vmax,
-            extent=(0, target.numel() / sr, 0, sr / 2000),
-        )
-        ax.set_ylabel(f"{name}\nkHz")
-    axes[-1].set_xlabel("s")
-    fig.colorbar(im, ax=list(axes), label="dB")
-    fig.suptitle(title)
-    return fig
+    )
+    n = min(t.shape[1], r.shape[1])
+    return spectrogram_grid([("target", t, None), ("reconstruction", r, r[:, :n] - t[:, :n])], sr, 256, title)
 
 
 class EvalLogger(pl.Callback):
@@ -76,7 +62,7 @@ class EvalLogger(pl.Callback):
         import wandb
 
         sr = module.frozen.codec.sampling_rate
-        fig = spectrogram_figure(clip.wav, audio, sr, f"step {step}")
+        fig = media_spectrogram(clip.wav, audio, sr, f"step {step}")
         media = {
             "media/reconstruction": wandb.Audio(audio.numpy(), sample_rate=sr, caption=f"step {step}"),
             "media/spectrogram": wandb.Image(fig),
@@ -142,16 +128,6 @@ class StepsBar(pl.callbacks.TQDMProgressBar):
         if last:  # a group: the mean over its clips
             m["si_sdr"] = f"{sum(last) / len(last):.2f}"
         return m
-
-
-def evals_since_improvement(objectives: list[float], min_rel_delta: float) -> int:
-    """Evaluations since the last one that beat every earlier objective by more than ``min_rel_delta``
-    (relative). The first evaluation counts as an improvement."""
-    best, last = float("inf"), 0
-    for i, v in enumerate(objectives):
-        if i == 0 or v < best - abs(best) * min_rel_delta:
-            best, last = v, i
-    return len(objectives) - 1 - last
 
 
 class EarlyStop(pl.Callback):

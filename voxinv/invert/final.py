@@ -9,7 +9,7 @@ from pathlib import Path
 from pytorch_lightning.loggers import Logger
 
 from voxinv import rundir
-from voxinv.invert.callbacks import spectrogram_figure
+from voxinv.invert.callbacks import media_spectrogram
 from voxinv.invert.loggers import is_wandb
 
 ARTIFACT_FILES = (rundir.VOICE, rundir.CODES, rundir.RECONSTRUCTION, rundir.METRICS)
@@ -62,7 +62,7 @@ def _wandb_final(lg: Logger, out: Path, metrics: dict, rec: dict[str, float], st
     # one row per run under one key: the workspace shows the runs' rows side by side
     tgt, sr = sf.read(str(out / rundir.TARGET), dtype="float32")
     recon, _ = sf.read(str(out / rundir.RECONSTRUCTION), dtype="float32")
-    fig = spectrogram_figure(torch.from_numpy(tgt), torch.from_numpy(recon), sr, run.name or "")
+    fig = media_spectrogram(torch.from_numpy(tgt), torch.from_numpy(recon), sr, run.name or "")
     keys = sorted(k for k in rec if k.startswith("final/"))
     table = wandb.Table(columns=["run", "target", "reconstruction", "spectrogram", *keys])
     table.add_data(

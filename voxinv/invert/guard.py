@@ -18,6 +18,7 @@ from hydra.utils import get_method, instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 from voxinv import rundir
+from voxinv.eval.formats import group_packages, pip_name
 from voxinv.invert.target import TargetSource
 
 log = logging.getLogger("voxinv")
@@ -64,11 +65,10 @@ def missing_packages(cfg: DictConfig) -> None:
         onnx_path()  # DVectorUnavailable names the install command
         if importlib.util.find_spec("onnx") is None:
             raise DVectorUnavailable("loss spk_dvec reads the embedder's weights with onnx: pip install onnx")
-    need = {"perceptual": ["pesq", "pystoi", "speechmos", "onnxruntime"], "asr": ["pocketsphinx"]}
-    need["speaker"] = ["resemblyzer", "webrtcvad"]
+    need = group_packages()  # the metric registry: eval group → its graders' packages
     miss = sorted({m for g in cfg.eval.which for m in need.get(g, []) if importlib.util.find_spec(m) is None})
     if miss:
-        hint = " ".join("webrtcvad-wheels" if m == "webrtcvad" else m for m in miss if m != "resemblyzer")
+        hint = " ".join(pip_name(m) for m in miss if m != "resemblyzer")
         log.warning(
             "eval.which=%s: %s not installed, those metrics will be skipped (pip install %s%s)",
             list(cfg.eval.which),

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from voxinv.eval.metrics import code_recovery, log_mel_distance, si_sdr
 from voxinv.frozen import Frozen
 from voxinv.invert import schedule
 from voxinv.invert.clip import Clip
@@ -198,8 +199,6 @@ class InversionModule(pl.LightningModule):
         """fp32 decode of ``clip``'s discrete codes → the objective (all weights, no noise) + signal metrics
         (+ code accuracy when codes are known). The best codes by that objective are kept for export.
         ``log=True`` hands the record and its audio to the callbacks' ``on_evaluation`` (EvalLogger)."""
-        from voxinv.eval.metrics import code_recovery, log_mel_distance, si_sdr
-
         t_eval, cpu_eval = time.time(), time.process_time()
         codes = clip.params.codes() if codes is None else codes  # [B, T, 37]
         terms, rec = discrete_losses(self.frozen.eval_codec, clip.losses, clip.wav, codes, self.settings.weights)

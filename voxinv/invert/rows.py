@@ -8,6 +8,8 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from voxinv.manifests import AudioListError, read_audio_list
+
 
 class ManifestError(ValueError):
     """The manifest (or its settings) cannot be used at all."""
@@ -30,8 +32,6 @@ def read_manifest(path: str | Path) -> list[Row]:
     """The rows of an audio list (:mod:`voxinv.manifests`: ``.csv`` / ``.tsv`` / ``.jsonl`` / ``.json`` with a
     ``path`` column; optional ``speaker``, ``text``, ``name``); relative audio paths are taken relative to
     the manifest's directory."""
-    from voxinv.manifests import AudioListError, read_audio_list
-
     if not path:
         raise ManifestError("target=manifest needs target.path=<a .csv or .jsonl file with a `path` column>")
     try:

@@ -7,6 +7,8 @@ import importlib
 import numpy as np
 import torch
 
+from voxinv.audio import resample as _resample
+
 SR = 24000
 FRAME_SECONDS = 0.08  # one codec frame (1920 samples at 24 kHz): the length slack we tolerate
 
@@ -60,8 +62,6 @@ def equal_length(ref: Audio, est: Audio, what: str) -> tuple[np.ndarray, np.ndar
 
 
 def resample(x: np.ndarray, sr: int, sr_out: int) -> np.ndarray:
-    from voxinv.audio import resample as _resample
-
     return _resample(torch.from_numpy(x).float(), sr, sr_out).double().numpy()
 
 

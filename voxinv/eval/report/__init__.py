@@ -3,7 +3,8 @@
 Modules: :mod:`.runs` (discovery, a run's values), :mod:`.stats` (grouping, statistics over seeds,
 paired differences, ceilings), :mod:`.tables` (markdown), :mod:`.plots` (PNG figures),
 :mod:`.wandb_source` (W&B runs), :mod:`.cli` (the report itself and its command line).
-The metric formats are :mod:`voxinv.eval.formats`.
+:mod:`.bench` (benchmark logs: ``runs.jsonl``). Headers, formats, directions and the tables' columns come from the
+metric registry, :mod:`voxinv.eval.formats`.
 """
 
 from voxinv.eval.formats import AC_CHANCE, AC_LEVELS, METRIC, METRICS, SEM_CHANCE, SEM_ENTRIES, Metric

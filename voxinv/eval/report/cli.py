@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from voxinv import rundir
-from voxinv.eval.formats import METRIC, REPORT_COLUMNS
+from voxinv.eval.formats import METRIC, columns
 from voxinv.eval.report.bench import bench_report, is_bench_log
 from voxinv.eval.report.plots import plot_code_accuracy, plot_curves, plot_spectrograms
 from voxinv.eval.report.runs import ReportError, Run, find_runs
@@ -151,7 +151,7 @@ def build_report(
     md.append(
         "Columns: "
         + "; ".join(
-            f"**{METRIC[k].header}** {METRIC[k].doc}" for k in REPORT_COLUMNS if any(k in s.mean for s in stats)
+            f"**{METRIC[k].header}** {METRIC[k].doc}" for k in columns("report") if any(k in s.mean for s in stats)
         )
         + "."
     )

@@ -1,7 +1,6 @@
-"""Report figures, legible at a glance: 150 dpi, ≥ 9-pt text, dB colour bars, chance lines on code accuracy.
-
-Figures are built with matplotlib's object API (``Figure``), never pyplot's global state, so library
-code leaves the backend to the caller (a notebook's inline backend, ``MPLBACKEND``, …).
+"""Report figures (curves, code accuracy, spectrograms): the style and the spectrogram figure are
+:mod:`voxinv.figures`' (shared with the run's W&B media); which metric is plotted how is the metric
+registry's (:mod:`voxinv.eval.formats`: the ``curves`` / ``code_curves`` views, ``chance``, ``log_scale``).
 """
 
 from __future__ import annotations
@@ -14,47 +13,19 @@ import numpy as np
 import pandas as pd
 
 from voxinv import rundir
-from voxinv.eval.formats import CHANCE, METRIC
+from voxinv.audio import read_audio
+from voxinv.eval.formats import METRIC, chance, columns, higher_better
 from voxinv.eval.report.runs import Run, _is_num
 from voxinv.eval.report.stats import GroupStats, sort_stats
+from voxinv.figures import DIFF_DB, DPI, FONT, SPEC_FLOOR_DB, STYLE, spectrogram_grid
+from voxinv.figures import figure as _figure
+from voxinv.figures import save_png as _save_png
 
-DPI = 150
-FONT = 10  # pt; ticks and legends one smaller, never below 9
-STYLE = {
-    "font.size": FONT,
-    "axes.titlesize": FONT,
-    "axes.labelsize": FONT,
-    "xtick.labelsize": FONT - 1,
-    "ytick.labelsize": FONT - 1,
-    "legend.fontsize": FONT - 1,
-    "figure.titlesize": FONT + 1,
-}
-CURVE_METRICS = ("si_sdr", "mel")
-CODE_CURVE_METRICS = ("code_sem_acc", "code_ac_acc")
-LOG_METRICS = ("mel", "mrstft")
-SPEC_FLOOR_DB = 80  # spectrogram colour range below the loudest bin
-DIFF_DB = 20  # difference plots clip at ± this
-
-
-def _figure(**kw):
-    import matplotlib
-    from matplotlib.figure import Figure
-
-    with matplotlib.rc_context(STYLE):
-        return Figure(layout="constrained", **kw)
-
-
-def _save_png(fig, path: str | Path, dpi: int = DPI) -> Path:
-    """Save ``fig`` as a 256-colour palette PNG (a few times smaller than RGBA; reports are committed)."""
-    import io
-
-    from PIL import Image
-
-    buf = io.BytesIO()
-    fig.savefig(buf, dpi=dpi, format="png")
-    buf.seek(0)
-    img = Image.open(buf).convert("RGB").quantize(256)
-    return rundir.atomic_write(path, lambda tmp: img.save(tmp, format="PNG", optimize=True, dpi=(dpi, dpi)))
+__all__ = ["DIFF_DB", "DPI", "FONT", "SPEC_FLOOR_DB", "STYLE", "_figure", "_save_png"]  # re-exported
+# import-time snapshots of the registry's views (the figures read the registry when drawn)
+CURVE_METRICS = columns("curves")
+CODE_CURVE_METRICS = columns("code_curves")
+LOG_METRICS = tuple(k for k, m in METRIC.items() if m.log_scale)
 
 
 def _curve(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -72,18 +43,22 @@ def _curve(runs: Sequence[Run], key: str) -> tuple[np.ndarray, np.ndarray, np.nd
     return m.index.to_numpy(), m.to_numpy(), sd.to_numpy()
 
 
-def curves_figure(stats: Sequence[GroupStats], keys: Sequence[str] = CURVE_METRICS, title: str = ""):
+def curves_figure(stats: Sequence[GroupStats], keys: Sequence[str] | None = None, title: str = ""):
     """Metric-vs-step curves per configuration (mean over seeds, ±1 std band); None if no history.
 
     The history holds the codes at each evaluation step; the exported codes are the best of those by
     the objective, so the table can beat the last point of a curve. Code accuracies get their chance
-    level as a dashed line.
+    level as a dashed line. ``keys`` default: the registry's ``curves`` view.
     """
-    keys = [k for k in keys if any(_curve(s.runs, k) is not None for s in stats)]
+    keys = [
+        k for k in (columns("curves") if keys is None else keys) if any(_curve(s.runs, k) is not None for s in stats)
+    ]
     if not keys:
         return None
     import matplotlib
 
+    chances = chance()
+    log_axis = {k for k in keys if k in METRIC and METRIC[k].log_scale}
     fig = _figure(figsize=(5.5 * len(keys), 4.2))
     with matplotlib.rc_context(STYLE):
         axes = fig.subplots(1, len(keys), squeeze=False)[0]
@@ -99,15 +74,15 @@ def curves_figure(stats: Sequence[GroupStats], keys: Sequence[str] = CURVE_METRI
                 lo, hi = m - sd, m + sd
                 if k.endswith("_acc"):  # percentages: keep the band inside [0, 100]
                     lo, hi = np.clip(lo, 0, 100), np.clip(hi, 0, 100)
-                if k in LOG_METRICS:  # log axis: a band reaching 0 would fill the whole plot
+                if k in log_axis:  # log axis: a band reaching 0 would fill the whole plot
                     lo = np.maximum(lo, m / 3)
                 ax.fill_between(x, lo, hi, color=col, alpha=0.15 if len(stats) <= 4 else 0.07, lw=0)
-            if k in CHANCE:
-                ax.axhline(CHANCE[k], color="0.35", ls=":", lw=1.5, label=f"chance {CHANCE[k]:.2g} %")
+            if k in chances:
+                ax.axhline(chances[k], color="0.35", ls=":", lw=1.5, label=f"chance {chances[k]:.2g} %")
                 ax.set_ylim(-3, 103)
             ax.set_xlabel("step")
             ax.set_ylabel((METRIC[k].header if k in METRIC else k) + " (codes at step)")
-            if k in LOG_METRICS:
+            if k in log_axis:
                 ax.set_yscale("log")
             ax.grid(alpha=0.3)
             ax.legend(loc="best")
@@ -117,7 +92,7 @@ def curves_figure(stats: Sequence[GroupStats], keys: Sequence[str] = CURVE_METRI
 
 
 def plot_curves(
-    stats: Sequence[GroupStats], path: str | Path, keys: Sequence[str] = CURVE_METRICS, title: str = ""
+    stats: Sequence[GroupStats], path: str | Path, keys: Sequence[str] | None = None, title: str = ""
 ) -> Path | None:
     """:func:`curves_figure` → PNG; None if no history."""
     fig = curves_figure(stats, keys, title)
@@ -126,10 +101,13 @@ def plot_curves(
 
 def plot_code_accuracy(stats: Sequence[GroupStats], path: str | Path, title: str = "") -> Path | None:
     """Semantic and acoustic code accuracy vs step per configuration (oracle targets) → PNG."""
-    return plot_curves(stats, path, CODE_CURVE_METRICS, title)
+    return plot_curves(stats, path, columns("code_curves"), title)
 
 
-def _spec_db(wav, n_fft: int = 512, hop: int = 256) -> np.ndarray:
+HOP = 256  # the report's spectrogram hop (samples)
+
+
+def _spec_db(wav, n_fft: int = 512, hop: int = HOP) -> np.ndarray:
     import torch
 
     w = torch.as_tensor(wav).float().reshape(-1)
@@ -144,15 +122,12 @@ def spectrogram_figure(stats: Sequence[GroupStats], sort_by: str = "si_sdr", sr:
     The target is that of the best run overall (by ``sort_by``); each row shows the configuration's
     best run on that target (its own best target, labelled, if it has none on it).
     """
-    import matplotlib
-
-    from voxinv.audio import read_audio
 
     def best_run(runs: Sequence[Run]) -> Run | None:
         have = [r for r in runs if all((r.path / f).is_file() for f in rundir.AUDIO_FILES)]
         if not have:
             return None
-        hb = METRIC[sort_by].higher_better if sort_by in METRIC else True
+        hb = higher_better(sort_by)
         return sorted(have, key=lambda r: -(r.values().get(sort_by, -math.inf) * (1 if hb else -1)))[0]
 
     ordered = sort_stats(stats, sort_by)
@@ -174,46 +149,7 @@ def spectrogram_figure(stats: Sequence[GroupStats], sort_by: str = "si_sdr", sr:
         ref = target if r.target == tname else _spec_db(read_audio(r.path / rundir.TARGET, sr))
         n = min(rec.shape[1], ref.shape[1])
         rows.append((f"{s.label} (seed {r.seed}){extra}{other}", rec, rec[:, :n] - ref[:, :n]))
-    vmax = max(float(s.max()) for _, s, _ in rows)
-    ext = (0, target.shape[1] * 256 / sr, 0, sr / 2000)
-    fig = _figure(figsize=(11, 1.0 + 1.7 * len(rows)))
-    with matplotlib.rc_context(STYLE):
-        axes = fig.subplots(len(rows), 2, sharex=True, squeeze=False)
-        im = imd = None
-        for (name, spec, diff), (ax, axd) in zip(rows, axes):
-            im = ax.imshow(
-                spec,
-                origin="lower",
-                aspect="auto",
-                vmin=vmax - SPEC_FLOOR_DB,
-                vmax=vmax,
-                extent=ext,
-                interpolation="nearest",
-            )
-            ax.set_title(name, loc="left", fontsize=9)
-            ax.set_ylabel("kHz")
-            if diff is None:
-                axd.axis("off")
-                axd.text(0.0, 0.5, f"right: reconstruction − target, dB\n(white = equal, ±{DIFF_DB} dB clipped)")
-                continue
-            imd = axd.imshow(
-                diff,
-                origin="lower",
-                aspect="auto",
-                cmap="RdBu_r",
-                vmin=-DIFF_DB,
-                vmax=DIFF_DB,
-                extent=ext,
-                interpolation="nearest",
-            )
-        axes[-1, 0].set_xlabel("s")
-        axes[-1, 1].set_xlabel("s")
-        fig.colorbar(im, ax=axes[:, 0].tolist(), aspect=30, pad=0.01).set_label("level, dB")
-        if imd is not None:
-            fig.colorbar(imd, ax=axes[:, 1].tolist(), aspect=30, pad=0.01).set_label("reconstruction − target, dB")
-        if title:
-            fig.suptitle(title)
-    return fig
+    return spectrogram_grid(rows, sr, HOP, title)
 
 
 def plot_spectrograms(

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from voxinv import rundir
-from voxinv.eval.formats import AC_CHANCE
+from voxinv.eval.formats import AC_CHANCE, columns
 
 # ``stopped`` values of a run that ended by its own configured rules (pooled, but flagged in the report)
 SELF_STOPS = ("early_stop", "max_time")
@@ -86,12 +86,18 @@ class Run:
         return h if isinstance(h, list) else []
 
     def values(self) -> dict[str, float]:
-        """Flat numeric values of the run (the keys of :data:`METRICS` that are known, and more)."""
+        """Flat numeric values of the run (the registry's keys that are known, and more): its signal and
+        code scores, and the ``python -m voxinv.eval`` scores (``eval``) that a sweep-report view shows and
+        the run itself did not record."""
         m, out = self.metrics, {}
         for k, v in (m.get("signal") or {}).items():
             out[k] = v
         for k, v in (m.get("truth") or {}).items():
             out[k] = v
+        ev = m.get("eval") if isinstance(m.get("eval"), dict) else {}
+        for k in dict.fromkeys((*columns("report"), *columns("paired"), *columns("per_run"))):
+            if k not in out and k in ev:
+                out[k] = ev[k]
         final = m.get("final") or {}
         if "total" in final:
             out["objective"] = final["total"]

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from voxinv.eval.formats import METRIC
+from voxinv.eval.formats import METRIC, columns, headline, higher_better
 from voxinv.eval.report.runs import ReportError, Run, _get, _is_num
 
 SEED_KEYS = ("seed", "+seed", "++seed")
@@ -31,8 +31,9 @@ def is_bookkeeping(key: str) -> bool:
     return any(key == k or key.startswith(k + ".") for k in DIFF_IGNORE)
 
 
-HEADLINE = ("si_sdr", "mel", "code_sem_acc", "code_ac_acc", "si_sdr_gain_per_s", "ac_gain_per_s")
-PAIRED_KEYS = ("si_sdr", "mel", "code_sem_acc", "code_ac_acc", "compute_s")
+# import-time snapshots of the registry's views (the functions below read the registry when called)
+HEADLINE = headline()
+PAIRED_KEYS = columns("paired")
 
 
 # ----------------------------------------------------------------------------------- grouping
@@ -181,8 +182,8 @@ def aggregate(groups: dict[str, list[Run]], reference: dict[str, float] | None =
 
 
 def sort_stats(stats: Sequence[GroupStats], sort_by: str = "si_sdr") -> list[GroupStats]:
-    """Best first by ``sort_by`` (direction from the format table, higher first when unknown); missing last."""
-    hb = METRIC[sort_by].higher_better if sort_by in METRIC else True
+    """Best first by ``sort_by`` (direction from the metric registry, higher first when unknown); missing last."""
+    hb = higher_better(sort_by)
 
     def key(s: GroupStats) -> tuple[int, float]:
         v = s.mean.get(sort_by)
@@ -193,10 +194,11 @@ def sort_stats(stats: Sequence[GroupStats], sort_by: str = "si_sdr") -> list[Gro
     return sorted(stats, key=key)
 
 
-def winners(stats: Sequence[GroupStats], keys: Sequence[str] = HEADLINE) -> dict[str, tuple[str, float]]:
-    """``{metric: (label, mean)}`` of the best configuration per metric (by mean); ties joined by " = "."""
+def winners(stats: Sequence[GroupStats], keys: Sequence[str] | None = None) -> dict[str, tuple[str, float]]:
+    """``{metric: (label, mean)}`` of the best configuration per metric (by mean; default: the registry's
+    headline metrics); ties joined by " = "."""
     out = {}
-    for k in keys:
+    for k in headline() if keys is None else keys:
         have = [s for s in stats if k in s.mean]
         if have:
             best = sort_stats(have, k)[0].mean[k]
@@ -209,13 +211,13 @@ def paired_differences(
     groups: dict[str, list[Run]],
     baseline: str,
     reference: dict[str, float] | None = None,
-    keys: Sequence[str] = PAIRED_KEYS,
+    keys: Sequence[str] | None = None,
 ) -> list[dict]:
     """Per-target differences of each group against the ``baseline`` group (same targets = same seeds):
-    :func:`paired_frame` over the runs' values."""
+    :func:`paired_frame` over the runs' values (``keys`` default: the registry's ``paired`` view)."""
     if baseline not in groups:
         raise ReportError(f"--baseline {baseline!r} is not a configuration here: choose from {list(groups)}")
-    return paired_frame(values_frame(groups, reference), baseline, keys)
+    return paired_frame(values_frame(groups, reference), baseline, columns("paired") if keys is None else keys)
 
 
 def paired_frame(
@@ -225,7 +227,7 @@ def paired_frame(
 
     Returns ``[{"label", "n", "mean": {k}, "std": {k}, "better": {k}}]``: mean ± sample std over the
     targets both labels have of (label − baseline), and on how many of them the label is better
-    (direction from ``higher_better``, else the format table). Rows sharing a target within a label
+    (direction from ``higher_better``, else the metric registry). Rows sharing a target within a label
     are averaged first (pass a target per (clip, seed) to pair seeds too).
     """
     hb = {k: METRIC[k].higher_better for k in keys if k in METRIC} | (higher_better or {})
@@ -256,17 +258,18 @@ def ceiling_rows(runs: Sequence[Run]) -> list[dict]:
         rows.append(
             {
                 "label": "ceiling: the true codes' own decode (oracle, in-gamut)",
-                "values": {"si_sdr": math.inf, "mel": 0.0, "mrstft": 0.0, "code_sem_acc": 100.0, "code_ac_acc": 100.0},
+                "values": {k: m.oracle for k, m in METRIC.items() if m.oracle is not None},
                 "note": "the target IS the decode of the true codes: reconstruction identical, SI-SDR = ∞ "
                 "(the metric saturates at ≈ +170–180 dB numerically), mel = MRSTFT = 0, 100 % codes",
             }
         )
     real = [r for r in runs if not r.oracle]
     if real:
+        signal = {k for k in columns("report") if METRIC[k].group == "signal"}  # the waveform scores
         best: dict[str, float] = {}
         for r in real:
             for k, v in r.values().items():
-                if k in ("si_sdr", "mel", "mrstft") and math.isfinite(v):
+                if k in signal and math.isfinite(v):
                     better = METRIC[k].higher_better
                     if k not in best or (v > best[k] if better else v < best[k]):
                         best[k] = v

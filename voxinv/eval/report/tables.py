@@ -7,10 +7,10 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from voxinv.eval.formats import METRIC, REPORT_COLUMNS
-from voxinv.eval.report.stats import PAIRED_KEYS, GroupStats, run_values, sort_stats
+from voxinv.eval.formats import METRIC, columns
+from voxinv.eval.report.stats import GroupStats, run_values, sort_stats
 
-PER_RUN_KEYS = ("si_sdr", "mel", "code_sem_acc", "code_ac_acc", "wall_s", "compute_s")
+PER_RUN_KEYS = columns("per_run")  # import-time snapshot; per_run_table reads the registry
 
 
 def to_markdown(rows: list[list[str]], head: list[str], left: int = 1) -> str:
@@ -44,7 +44,7 @@ def markdown_table(
     Cells are ``mean ± std`` over the group's runs (``(n=k)`` when only k runs have the value);
     columns no group has are dropped; the sort column's header is bold, arrows say which way is better.
     """
-    keys = [k for k in (metrics or REPORT_COLUMNS) if any(k in s.mean for s in stats)]
+    keys = [k for k in (metrics or columns("report")) if any(k in s.mean for s in stats)]
     arrow = {True: " ↑", False: " ↓"}
     head = ["config", "n"] + [
         (f"**{METRIC[k].header}**" if k == sort_by else METRIC[k].header) + arrow[METRIC[k].higher_better] for k in keys
@@ -56,20 +56,19 @@ def markdown_table(
 
 def per_run_table(stats: Sequence[GroupStats], reference: dict[str, float] | None = None) -> str:
     """One row per run: configuration, seed, run directory and the main values."""
-    rows = []
+    rows, keys = [], columns("per_run")
     for s in stats:
         for r in s.runs:
             v = run_values(r, reference)
             rows.append(
-                [f"`{s.label}`", str(r.seed), r.path.name]
-                + [METRIC[k].format(v[k]) if k in v else "–" for k in PER_RUN_KEYS]
+                [f"`{s.label}`", str(r.seed), r.path.name] + [METRIC[k].format(v[k]) if k in v else "–" for k in keys]
             )
-    return to_markdown(rows, ["config", "seed", "run"] + [METRIC[k].header for k in PER_RUN_KEYS], left=3)
+    return to_markdown(rows, ["config", "seed", "run"] + [METRIC[k].header for k in keys], left=3)
 
 
-def paired_table(rows: Sequence[dict], baseline: str, keys: Sequence[str] = PAIRED_KEYS) -> str:
+def paired_table(rows: Sequence[dict], baseline: str, keys: Sequence[str] | None = None) -> str:
     """Markdown for :func:`~voxinv.eval.report.stats.paired_differences`: ``Δ mean ± std (better on k/n)``."""
-    keys = [k for k in keys if any(k in r["mean"] for r in rows)]
+    keys = [k for k in (columns("paired") if keys is None else keys) if any(k in r["mean"] for r in rows)]
     head = [f"config − `{baseline}`", "pairs"] + [f"Δ {METRIC[k].header}" for k in keys]
     body = []
     for r in rows:
