@@ -20,11 +20,9 @@ def spectrogram_figure(target: torch.Tensor, rec: torch.Tensor, sr: int, title: 
     """Two log-magnitude spectrograms (target above reconstruction) sharing one colour scale."""
     from matplotlib.figure import Figure
 
-    win = torch.hann_window(1024)
-    specs = [
-        20 * torch.log10(torch.stft(x.float().cpu(), 1024, 256, window=win, return_complex=True).abs() + 1e-6)
-        for x in (target, rec)
-    ]
+    from voxinv.dsp import spectrogram_db
+
+    specs = [spectrogram_db(x, 1024, 256) for x in (target, rec)]
     vmax = max(float(s.max()) for s in specs)
     fig = Figure(figsize=(8, 5))  # not pyplot: no GUI backend needed, nothing left open
     axes = fig.subplots(2, 1, sharex=True)
