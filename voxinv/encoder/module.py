@@ -30,7 +30,8 @@ def build_loss_terms(loss_cfg: DictConfig, sr: int, device) -> dict[str, nn.Modu
         raise ValueError(f"train_encoder supports the waveform loss terms {wave}; drop {other} from loss.weights")
     if loss["balancer"]["enabled"]:
         raise ValueError("train_encoder does not use the gradient balancer: set loss.balancer.enabled=false")
-    return build_terms(loss, sr, None, Lazy(lambda: SpeakerEncoder.load(device)), device=device)
+    terms = build_terms(loss, sr, None, Lazy(lambda: SpeakerEncoder.load(device)), device=device)
+    return {k: terms[k] for k in loss["weights"]}  # computed in weights order: the gradient's summation order
 
 
 def paired_terms(

@@ -235,11 +235,8 @@ class SpeakerTerm(nn.Module):
         self.register_buffer("ref", ref, persistent=False)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] or [B, N] -> [B]
-        if self.ref is not None:
-            ref = self.ref[None]
-        else:
-            with torch.no_grad():
-                ref = self.encoder.embed(as_batch(x).to(y.dtype), self.sr)
+        # each item's own reference; in grad mode like y's embedding (its LSTM kernels differ under no_grad)
+        ref = self.ref[None] if self.ref is not None else self.encoder.embed(as_batch(x).to(y.dtype), self.sr).detach()
         return 1 - F.cosine_similarity(self.encoder.embed(y, self.sr), ref, dim=-1)
 
 
@@ -259,11 +256,7 @@ class DVectorSpeakerTerm(nn.Module):
         self.register_buffer("ref", ref, persistent=False)
 
     def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [N] or [B, N] -> [B]
-        if self.ref is not None:
-            ref = self.ref[None]
-        else:
-            with torch.no_grad():
-                ref = self.encoder.embed(as_batch(x).float(), self.sr)
+        ref = self.ref[None] if self.ref is not None else self.encoder.embed(as_batch(x).float(), self.sr).detach()
         return 1 - F.cosine_similarity(self.encoder.embed(y, self.sr), ref, dim=-1)
 
 
