@@ -55,9 +55,8 @@ def _check(cfg: DictConfig) -> None:
     from hydra.utils import instantiate
 
     from voxinv.invert import schedule
-    from voxinv.invert.losses import KNOWN_TERMS, Balancer
+    from voxinv.invert.losses import Balancer, term_nodes
     from voxinv.invert.params import SEMANTIC_KINDS
-    from voxinv.invert.prior import BackbonePrior
 
     cfg.paths.output_dir = "/runs/x"  # the run directory: voxinv.run sets it (Hydra's output dir)
     OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)
@@ -72,10 +71,12 @@ def _check(cfg: DictConfig) -> None:
     assert cfg.init.kind in ("random", "warm_start", "coord_descent", "encoder")
     assert cfg.optim.optimizer._target_.startswith("torch.optim.") and cfg.optim.optimizer.lr == cfg.optim.lr
     assert cfg.checkpoint_every == cfg.callbacks.checkpoint.every_n_train_steps
-    assert set(cfg.loss.weights) <= set(KNOWN_TERMS), cfg.loss.weights
+    terms = term_nodes(cfg.loss)  # every loss.<name> node with a _target_: its settings are constructor arguments
+    assert set(cfg.loss.weights) <= set(terms), cfg.loss.weights
     assert all(w >= 0 for w in cfg.loss.weights.values())
     Balancer(**cfg.loss.balancer.kwargs)
-    assert set(cfg.loss.prior) <= set(inspect.signature(BackbonePrior).parameters)
+    for name, node in terms.items():
+        assert set(node) - {"_target_"} <= set(inspect.signature(get_object(node._target_)).parameters), name
     trainer = get_object(cfg.trainer._target_)  # conf/trainer: built by voxinv.trainer.build_trainer
     assert issubclass(trainer, pl.Trainer) and set(cfg.trainer) - {"_target_"} <= set(
         inspect.signature(trainer).parameters

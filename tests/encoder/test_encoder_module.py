@@ -55,3 +55,16 @@ def test_objective_and_what_lightning_owns(audio, codec):
     torch.testing.assert_close(total, expected)
     assert set(logged) == {"stft", "mel", "l1", "commit", "usage"} and torch.equal(codes, codes2)
     assert y.shape == x.shape and codes.shape == (2, 37, 4)
+
+
+def test_info_term_is_logged_not_trained_on(audio, codec):
+    """``loss.weights.<term>=0`` in the encoder trainer: computed and logged, outside the objective."""
+    cfg = encoder_cfg(audio, "+loss.weights.l1=0")
+    terms = build_loss_terms(cfg.loss, codec.sampling_rate, "cpu")
+    module = EncoderModule(cfg, codec, terms, build_encoder(codec.args, None, 0))
+    x = 0.05 * torch.randn(2, 4 * 1920, generator=torch.Generator().manual_seed(0))
+    total, logged, _, _ = module.losses(x)
+    assert "l1" in logged and not logged["l1"].requires_grad and float(logged["l1"]) > 0
+    q = cfg.quantizer
+    want = logged["stft"] + logged["mel"] + q.commit * logged["commit"] + q.usage * logged["usage"]
+    torch.testing.assert_close(total, want)

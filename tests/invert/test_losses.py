@@ -8,7 +8,7 @@ import torch
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
-from voxinv.invert.losses import WAVE_TERMS, Balancer, LossSuite, build_terms
+from voxinv.invert.losses import Balancer, LossSuite, build_terms
 from voxinv.invert.params import CodeSample
 from voxinv.paths import CONF_DIR
 
@@ -85,13 +85,15 @@ def test_empty_weights_total_is_zero():
 
 def test_prior_parts_are_summed_and_broadcast():
     class FakePrior(torch.nn.Module):
-        def forward(self, onehot, ac):  # one part per item, one scalar
-            return {"prior_sem": onehot.sum((-1, -2)), "prior_flow": ac.sum() * 0 + 2.0}
+        consumes = "codes"
+
+        def forward(self, sample):  # one part per item, one scalar
+            return {"prior_sem": sample.sem_onehot.sum((-1, -2)), "prior_flow": sample.ac_values.sum() * 0 + 2.0}
 
     x, y = _signals()
     s = _sample()
     s.sem_onehot[:, :, 0] = torch.tensor([1.0, 2.0, 3.0])[:, None]
-    out = LossSuite({"prior": 0.5}, {}, FakePrior())(y, x, s)
+    out = LossSuite({"prior": 0.5}, {"prior": FakePrior()})(y, x, s)
     assert torch.equal(out["prior_sem"], torch.tensor([3.0, 6.0, 9.0]))
     assert torch.equal(out["prior_flow"], torch.full((B,), 2.0))
     assert torch.equal(out["prior"], torch.tensor([5.0, 8.0, 11.0]))
@@ -103,11 +105,11 @@ def test_unknown_term():
         LossSuite({"snr": 1.0}, {})
 
 
-def test_build_terms_skips_zero_weights_and_needs_speaker_encoder():
+def test_build_terms_builds_listed_terms_and_needs_speaker_encoder():
     cfg = _loss_cfg("stft+mel")
     x, _ = _signals()
-    cfg["weights"] = {"stft": 1.0, "mel": 0.0, "prior": 1.0, "commit": 1.0}
-    assert set(build_terms(cfg, SR, x, None)) == {"stft"}  # no module for prior/commit
+    cfg["weights"] = {"stft": 1.0, "mel": 0.0, "commit": 1.0}  # mel: an info term (weight 0), built too
+    assert list(build_terms(cfg, SR, x, None)) == ["stft", "mel", "commit"]
     cfg["weights"] = {"spk": 0.5}
     with pytest.raises(ValueError, match="resemblyzer"):
         build_terms(cfg, SR, x, None)
@@ -158,8 +160,8 @@ def test_balancer_ema_and_state():
     norms = []
     for scale in (1.0, 3.0):
         y = (scale * y0[1:2]).clone().requires_grad_(True)
-        terms = {"l1": terms_m["l1"](y, x), "prior": y.sum()[None]}  # non-waveform terms are not balanced
-        norms.append(bal.backward(y, terms, {"l1": 1.0, "prior": 1.0})["l1"])
+        terms = {"l1": terms_m["l1"](y, x), "stft": y.sum()[None]}  # a term weighted 0 is not balanced
+        norms.append(bal.backward(y, terms, {"l1": 1.0, "stft": 0.0})["l1"])
         assert set(bal.norms) == {"l1"}
     avg = (0.5 * norms[0] + norms[1]) / 1.5  # bias-corrected EMA after two steps
     g = _grads(y, {"l1": terms_m["l1"](y, x)})["l1"]
@@ -169,8 +171,19 @@ def test_balancer_ema_and_state():
     assert other.norms == bal.norms and other.count == 2
 
 
-def test_wave_terms_cover_build_terms():
-    assert set(WAVE_TERMS) == {"l1", "stft", "mel", "mfcc", "spk", "spk_dvec"}
+def test_the_config_declares_every_term():
+    """The terms are the ``loss.<name>`` nodes with a ``_target_``; each class declares what it consumes."""
+    from hydra.utils import get_object
+
+    from voxinv.invert.losses import consumes, term_nodes
+
+    nodes = term_nodes(_loss_cfg("stft+mel"))
+    kinds = {k: consumes(get_object(v["_target_"])) for k, v in nodes.items()}
+    assert kinds == {
+        **dict.fromkeys(("l1", "stft", "mel", "mfcc", "spk", "spk_dvec"), "wave"),
+        "prior": "codes",
+        "commit": "aux",
+    }
 
 
 @pytest.mark.parametrize("w_lin_mag", [0.0, 0.5])

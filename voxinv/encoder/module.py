@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
-import torch.nn.functional as F
+from hydra.utils import get_object
 from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
@@ -17,40 +17,31 @@ from voxinv.frozen import Frozen
 from voxinv.voxtral.codec import CodecEncoder, VoxtralCodec
 
 
-class PairedSpeaker(nn.Module):
-    """``spk`` with a per-crop reference: 1 − cos(GE2E(y_b), GE2E(x_b))."""
-
-    def __init__(self, encoder: nn.Module, sr: int):
-        super().__init__()
-        self.encoder, self.sr = encoder, sr
-
-    def forward(self, y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:  # [B, N], [B, N] -> [B]
-        return 1 - F.cosine_similarity(self.encoder.embed(y, self.sr), self.encoder.embed(x, self.sr), dim=-1)
-
-
 def build_loss_terms(loss_cfg: DictConfig, sr: int, device) -> dict[str, nn.Module]:
-    """The inversion's waveform terms; ``spk`` compares each crop with its own reconstruction."""
-    from voxinv.invert.losses import WAVE_TERMS, build_terms
+    """The inversion's loss terms (those ``loss.weights`` lists); each crop is its own target, so only terms
+    that consume the waveform serve, and a speaker term embeds each crop as its own reference."""
+    from voxinv.invert.losses import Lazy, build_terms, chosen_terms, consumes, term_nodes
+    from voxinv.invert.speaker import SpeakerEncoder
 
     loss = OmegaConf.to_container(loss_cfg, resolve=True)
-    weights = {k: float(w) for k, w in loss["weights"].items() if w > 0}
-    other = sorted(set(weights) - set(WAVE_TERMS))
+    other = sorted(k for k, (_, cls) in chosen_terms(loss).items() if consumes(cls) != "wave")
     if other:
-        raise ValueError(f"train_encoder supports the waveform loss terms {WAVE_TERMS}; drop {other} from loss.weights")
+        wave = [k for k, node in term_nodes(loss).items() if consumes(get_object(node["_target_"])) == "wave"]
+        raise ValueError(f"train_encoder supports the waveform loss terms {wave}; drop {other} from loss.weights")
     if loss["balancer"]["enabled"]:
         raise ValueError("train_encoder does not use the gradient balancer: set loss.balancer.enabled=false")
-    terms = build_terms({**loss, "weights": {k: w for k, w in weights.items() if k != "spk"}}, sr, None, None)
-    if "spk" in weights:
-        from voxinv.invert.speaker import SpeakerEncoder
-
-        terms["spk"] = PairedSpeaker(SpeakerEncoder.load(device), sr)
-    return terms
+    terms = build_terms(loss, sr, None, Lazy(lambda: SpeakerEncoder.load(device)), device=device)
+    return {k: terms[k] for k in loss["weights"]}  # computed in weights order: the gradient's summation order
 
 
-def paired_terms(terms: dict[str, nn.Module], y: torch.Tensor, x: torch.Tensor) -> dict[str, torch.Tensor]:
+def paired_terms(
+    terms: dict[str, nn.Module], y: torch.Tensor, x: torch.Tensor, info: frozenset[str] = frozenset()
+) -> dict[str, torch.Tensor]:
     """Every term per crop ``[B]``: reconstruction ``y[b]`` against its own crop ``x[b]``, one batched
-    call per term (the waveform terms take a paired target ``[B, N]``)."""
-    return {name: term(y, x) for name, term in terms.items()}
+    call per term (the waveform terms take a paired target ``[B, N]``); ``info`` (weight 0): no graph."""
+    from voxinv.invert.losses import run_wave_terms
+
+    return run_wave_terms(terms, y, x, list(terms), info)
 
 
 class EncoderModule(pl.LightningModule):
@@ -66,6 +57,7 @@ class EncoderModule(pl.LightningModule):
         self.unit = nn_d2(table)
         self.register_buffer("usage_ema", torch.zeros(table.shape[0]))  # running code histogram
         self.weights = {k: float(w) for k, w in cfg.loss.weights.items() if w > 0}
+        self.info = frozenset(k for k, w in cfg.loss.weights.items() if w == 0)  # logged, not trained on
         self.val_records: list[dict] = []
         self.val_media: tuple[torch.Tensor, torch.Tensor] | None = None
 
@@ -90,9 +82,9 @@ class EncoderModule(pl.LightningModule):
     def losses(self, wav: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, torch.Tensor]:
         latent_q, codes, aux = self(wav)
         y = self.frozen.codec.decode_latent(latent_q)[:, 0].float()  # [B, N]
-        terms = {k: v.mean() for k, v in paired_terms(self.frozen.terms, y, wav.float()).items()}
+        terms = {k: v.mean() for k, v in paired_terms(self.frozen.terms, y, wav.float(), self.info).items()}
         q = self.cfg.quantizer
-        total = sum(self.weights[k] * terms[k] for k in terms)
+        total = sum(self.weights[k] * terms[k] for k in self.weights)  # info terms (weight 0) left out
         total = total + float(q.commit) * aux["commit"] + float(q.usage) * aux["usage"]
         return total, {**terms, **aux}, codes, y
 
@@ -124,7 +116,7 @@ class EncoderModule(pl.LightningModule):
         codec = self.frozen.codec
         codes = codec.quantizer.encode(self.encoder(batch[:, None]))  # [B, 37, T]
         y = codec.decode(codes)[:, 0].float()
-        terms = {k: v.mean() for k, v in paired_terms(self.frozen.terms, y, batch.float()).items()}
+        terms = {k: v.mean() for k, v in paired_terms(self.frozen.terms, y, batch.float(), self.info).items()}
         mel = sum(log_mel_distance(batch[b].cpu(), y[b].cpu(), codec.sampling_rate) for b in range(len(batch))) / len(
             batch
         )

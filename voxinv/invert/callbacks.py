@@ -11,6 +11,7 @@ import pytorch_lightning as pl
 import torch
 
 from voxinv import rundir
+from voxinv.dsp import spectrogram_db
 from voxinv.figures import spectrogram_grid
 from voxinv.invert import loggers as L
 from voxinv.stopping import evals_since_improvement  # its home (the benchmark report replays it); kept here too
@@ -19,13 +20,9 @@ log = logging.getLogger("voxinv")
 
 
 def media_spectrogram(target: torch.Tensor, rec: torch.Tensor, sr: int, title: str = ""):
-    """Target and reconstruction spectrograms (1024-point STFT, hop 256) and their difference, drawn by the
-    one spectrogram figure (:func:`voxinv.figures.spectrogram_grid`)."""
-    win = torch.hann_window(1024)
-    t, r = (
-        (20 * torch.log10(torch.stft(x.float().cpu(), 1024, 256, window=win, return_complex=True).abs() + 1e-6)).numpy()
-        for x in (target, rec)
-    )
+    """Target and reconstruction spectrograms (1024-point STFT, hop 256: :func:`voxinv.dsp.spectrogram_db`) and
+    their difference, drawn by the one spectrogram figure (:func:`voxinv.figures.spectrogram_grid`)."""
+    t, r = (spectrogram_db(x, 1024, 256).numpy() for x in (target, rec))
     n = min(t.shape[1], r.shape[1])
     return spectrogram_grid([("target", t, None), ("reconstruction", r, r[:, :n] - t[:, :n])], sr, 256, title)
 

@@ -62,22 +62,15 @@ def build(cfg: DictConfig, out: Path, model: Model, source: TargetSource, device
 
 
 def build_losses(cfg: DictConfig, model: Model, target: Target, device: torch.device) -> LossSuite:
-    """The loss suite (speaker encoder and backbone prior only when weighted)."""
-    from voxinv.invert.losses import build_terms
+    """The loss suite: the terms ``loss.weights`` lists, each from its ``loss.<name>`` node
+    (:func:`voxinv.invert.losses.build_terms`; the speaker encoder is loaded only when a term takes it)."""
+    from voxinv.invert.losses import Lazy, build_terms
+    from voxinv.invert.speaker import SpeakerEncoder
 
-    weights = dict(cfg.loss.weights)
-    spk = None
-    if weights.get("spk", 0) > 0:
-        from voxinv.invert.speaker import SpeakerEncoder
-
-        spk = SpeakerEncoder.load(device)
-    prior = None
-    if weights.get("prior", 0) > 0:
-        from voxinv.invert.prior import BackbonePrior
-
-        prior = BackbonePrior(model.ckpt, device=device, **cfg.loss.prior)
-    terms = build_terms(cfg.loss, model.codec.sampling_rate, target.wav.to(device), spk)
-    return LossSuite(weights, terms, prior).to(device)
+    spk = Lazy(lambda: SpeakerEncoder.load(device))
+    sr, wav = model.codec.sampling_rate, target.wav.to(device)
+    terms = build_terms(cfg.loss, sr, wav, spk, device=device, checkpoint=model.ckpt)
+    return LossSuite(dict(cfg.loss.weights), terms).to(device)
 
 
 def build_params(cfg: DictConfig, codec, target: Target) -> CodeParams:

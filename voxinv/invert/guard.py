@@ -53,18 +53,10 @@ def missing_packages(cfg: DictConfig) -> None:
     warning (its metrics are recorded as skipped)."""
     import importlib.util
 
-    from voxinv.invert.speaker import INSTALL_HINT, weights_path
+    from voxinv.invert.losses import check_needs
+    from voxinv.invert.speaker import INSTALL_HINT
 
-    weights = dict(cfg.loss.weights)
-    ramps = cfg.schedule.get("ramps") or {}
-    if weights.get("spk", 0) > 0 or "spk" in ramps:
-        weights_path()  # SpeakerEncoderUnavailable names the install command
-    if weights.get("spk_dvec", 0) > 0 or "spk_dvec" in ramps:
-        from voxinv.invert.dvector import DVectorUnavailable, onnx_path
-
-        onnx_path()  # DVectorUnavailable names the install command
-        if importlib.util.find_spec("onnx") is None:
-            raise DVectorUnavailable("loss spk_dvec reads the embedder's weights with onnx: pip install onnx")
+    check_needs(cfg.loss)  # each chosen term's declared needs (one line naming the install command)
     need = group_packages()  # the metric registry: eval group → its graders' packages
     miss = sorted({m for g in cfg.eval.which for m in need.get(g, []) if importlib.util.find_spec(m) is None})
     if miss:

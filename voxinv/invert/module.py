@@ -35,7 +35,7 @@ from voxinv.frozen import Frozen
 from voxinv.invert import schedule
 from voxinv.invert.clip import Clip
 from voxinv.invert.guard import EXIT_FAILED
-from voxinv.invert.losses import WAVE_TERMS, discrete_losses
+from voxinv.invert.losses import discrete_losses
 from voxinv.invert.settings import Recipe, StepSettings
 from voxinv.invert.window import window_of
 
@@ -144,8 +144,10 @@ class InversionModule(pl.LightningModule):
             if c.balancer is None:
                 rest.append(loss)
                 continue
-            c.balancer.backward(wav, {k: terms[k] for k in WAVE_TERMS if k in terms}, weights)
-            other = sum(weights.get(k, 0.0) * terms[k] for k in terms if k in weights and k not in WAVE_TERMS)
+            wave = c.losses.wave_names  # balanced: the waveform terms; the others backpropagate as weighted
+            c.balancer.backward(wav, {k: terms[k] for k in wave}, weights)
+            rest_w = {k: v for k, v in weights.items() if k not in wave and k not in c.losses.info}
+            other = sum(rest_w[k] * terms[k] for k in terms if k in rest_w)
             if torch.is_tensor(other) and other.requires_grad:
                 rest.append(other.mean())
         if rest:

@@ -129,13 +129,13 @@ def make_proxy(out_dir: str | Path, assets: str | Path | None = None, *, seed: i
 
 
 def mr_log_mel(ref: torch.Tensor, est: torch.Tensor, sr: int = 24000) -> float:
-    """Multi-resolution log-mel L1 in log10 units: :func:`voxinv.eval.log_mel_distance` / ln 10
+    """Multi-resolution log-mel L1 in log10 units: :func:`voxinv.dsp.log_mel_l1` (the ``mel`` metric) / ln 10
     (80 mels, n_fft 512/1024/2048, hop n_fft/4, log(mel + 1e-5)). Equal-length ``[N]``."""
     import math
 
-    from voxinv.eval import log_mel_distance
+    from voxinv.dsp import log_mel_l1
 
-    return log_mel_distance(ref, est, sr) / math.log(10)
+    return log_mel_l1(ref, est, sr) / math.log(10)
 
 
 def envelope_correlation(ref: torch.Tensor, est: torch.Tensor, hop: int = 240, eps: float = 1e-8) -> float:

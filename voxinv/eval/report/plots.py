@@ -108,11 +108,9 @@ HOP = 256  # the report's spectrogram hop (samples)
 
 
 def _spec_db(wav, n_fft: int = 512, hop: int = HOP) -> np.ndarray:
-    import torch
+    from voxinv.dsp import spectrogram_db
 
-    w = torch.as_tensor(wav).float().reshape(-1)
-    s = torch.stft(w, n_fft, hop, window=torch.hann_window(n_fft), return_complex=True).abs()
-    return (20 * torch.log10(s + 1e-6)).numpy()  # [freq, frames]
+    return spectrogram_db(wav, n_fft, hop).numpy()  # [freq, frames]
 
 
 def spectrogram_figure(stats: Sequence[GroupStats], sort_by: str = "si_sdr", sr: int = 24000, title: str = ""):
