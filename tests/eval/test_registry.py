@@ -120,7 +120,10 @@ def test_a_registered_metric_is_a_report_column(snr, tmp_path):
 def test_the_guard_names_a_registered_metrics_package(snr, caplog):
     from voxinv.invert.guard import missing_packages
 
-    cfg = OmegaConf.create({"loss": {"weights": {"mel": 1.0}}, "schedule": {}, "eval": {"which": ["signal"]}})
+    mel = {"_target_": "voxinv.invert.losses.MultiScaleMel", "fft_sizes": [512], "n_mels": 80, "hop_ratio": 0.25}
+    cfg = OmegaConf.create(
+        {"loss": {"weights": {"mel": 1.0}, "mel": mel}, "schedule": {}, "eval": {"which": ["signal"]}}
+    )
     with caplog.at_level(logging.WARNING, logger="voxinv"):
         missing_packages(cfg)
     assert "voxinv_no_such_package" in caplog.text and "pip install voxinv_no_such_package" in caplog.text
