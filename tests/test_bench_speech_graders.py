@@ -4,11 +4,10 @@ speaker graders, DNSMOS. Skips cleanly without pocketsphinx-testdata or the grad
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
 
 import pytest
+from scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = Path("/usr/share/pocketsphinx/test/data/librivox/sense_and_sensibility_01_austen_64kb-0870.wav")
@@ -16,11 +15,7 @@ TEXT = "and mister john dashwood had then leisure to consider how much there mig
 
 
 def _bench():
-    spec = importlib.util.spec_from_file_location("bench_speech", REPO / "experiments" / "bench_speech.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_speech"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/bench_speech.py")
 
 
 @pytest.mark.slow  # four real graders (Whisper, GE2E, d-vector, DNSMOS) on a 7 s recording

@@ -660,6 +660,9 @@ def test_train_encoder_unwritable_run_dir(tmp_path, monkeypatch, capsys):
     assert e.value.code == 2 and "cannot write to hydra.run.dir" in _one_error_line(capsys.readouterr().err)
 
 
+TTS_OUT = ["tts", "--model", "{tiny}", "--voice", "casual_male", "--text", "a", "--out", "{tmp}/o.wav"]
+
+
 @pytest.mark.parametrize(
     ("argv", "says"),
     [
@@ -668,38 +671,8 @@ def test_train_encoder_unwritable_run_dir(tmp_path, monkeypatch, capsys):
         (["tts", "--model", "{tiny}", "--voice", "casual_male", "--text", "a", "--out", "/proc/x/o.wav"], "--out"),
         (["make-tiny", "/proc/x/m"], "cannot write there"),
         (["decode", "--model", "{tiny}", "--codes", "{c}", "--out", "{tmp}/o.wav", "--device", "foo"], "--device foo"),
-        (
-            [
-                "tts",
-                "--model",
-                "{tiny}",
-                "--voice",
-                "casual_male",
-                "--text",
-                "a",
-                "--out",
-                "{tmp}/o.wav",
-                "--max-frames",
-                "-3",
-            ],
-            "--max-frames -3",
-        ),
-        (
-            [
-                "tts",
-                "--model",
-                "{tiny}",
-                "--voice",
-                "casual_male",
-                "--text",
-                "a",
-                "--out",
-                "{tmp}/o.wav",
-                "--max-frames",
-                "0",
-            ],
-            "--max-frames 0",
-        ),
+        ([*TTS_OUT, "--max-frames", "-3"], "--max-frames -3"),
+        ([*TTS_OUT, "--max-frames", "0"], "--max-frames 0"),
         (
             ["decode", "--model", "{tiny}", "--codes", "{c}", "--out", "{tmp}/o.wav", "--format", "model"],
             "--format raw",

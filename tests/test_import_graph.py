@@ -3,19 +3,15 @@ imports (the layers are its docstring's), and its detectors find both on a small
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from pathlib import Path
+
+from scripts import load_script
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def _graph():
-    spec = importlib.util.spec_from_file_location("import_graph", REPO / "experiments" / "import_graph.py")
-    mod = importlib.util.module_from_spec(spec)
-    sys.modules["import_graph"] = mod
-    spec.loader.exec_module(mod)
-    return mod
+    return load_script("experiments/import_graph.py")
 
 
 def test_detectors_on_a_made_up_graph(tmp_path):

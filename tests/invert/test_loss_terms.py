@@ -11,6 +11,7 @@ import torch
 from fast_config import compose_fast
 from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
+from test_run import FAST  # the run-level tests' fast settings (tests/ is on sys.path)
 
 import voxinv.run as R
 from voxinv.dsp import as_batch
@@ -19,19 +20,6 @@ from voxinv.invert.params import CodeSample
 from voxinv.paths import CONF_DIR
 
 SR, N, B = 24000, 3 * 1920, 3
-FAST = {
-    "model": "tiny",
-    "target": "synthetic",
-    "device": "cpu",
-    "target.n_frames": "3",
-    "steps": "3",
-    "eval_every": "2",
-    "checkpoint_every": "2",
-    "eval.which": "[]",
-    "init": "random",
-    "trainer.enable_progress_bar": "false",
-    "trainer.log_every_n_steps": "1",
-}
 
 
 class NoiseToSignal(torch.nn.Module):
