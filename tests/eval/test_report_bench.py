@@ -216,3 +216,14 @@ def test_budgeted_runs_table(tmp_path):
     assert row["recipe"]["budget"] == 10 and row["recipe"]["speedup"] == pytest.approx(20.0)
     assert row["end_delta"] == pytest.approx(-0.02)
     assert "## Budgeted runs" in (tmp_path / "report.md").read_text()
+
+    # `l` re-run on a machine twice as fast: its speed-ups use the references re-timed there (`dc`, `rc`)
+    rows += [b("dc", 100, 0.41, 10.0), b("rc", 100, 0.43, 20.0)]
+    (tmp_path / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    clock = {"l": {"default": "dc", "recipe": "rc"}}
+    (tmp_path / "report.json").write_text(json.dumps({"budget": {"baseline": "d", "recipe": "r", "clock": clock}}))
+    bt = bench_report(tmp_path)["budget"]
+    row = bt["per_clip"]["l"]["c1"]
+    assert row["default"]["level"] == pytest.approx(0.40) and row["default"]["speedup"] == pytest.approx(10.0 / 19.0)
+    assert row["recipe"]["level"] == pytest.approx(0.45) and row["recipe"]["speedup"] == pytest.approx(10.0)
+    assert set(bt["per_clip"]) == {"d", "l"}  # the timing runs are references, not rows

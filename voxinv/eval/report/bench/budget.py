@@ -3,19 +3,31 @@ variant needs to reach the default's and the recipe's quality."""
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import pandas as pd
 
 from voxinv.eval.report.bench.log import run_cpu_s
 
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
 
 def budget_table(
-    bdf: pd.DataFrame, baseline: str, recipe: str | None, others: pd.DataFrame | None = None
+    bdf: pd.DataFrame,
+    baseline: str,
+    recipe: str | None,
+    others: pd.DataFrame | None = None,
+    clock: Mapping[str, Mapping[str, str]] | None = None,
 ) -> tuple[list[str], dict]:
     """Budgeted runs (rows with ``budget`` N: one run of ``steps=N`` each, scored at the end): mean MR log-mel
     and median CPU s per variant and N; per clip, the least CPU s at which a variant's budgeted run (seed mean)
     reaches ``baseline``'s largest-budget MR log-mel and ``recipe``'s final, as speed-ups over their CPU s.
-    A ``recipe`` without budgeted rows is read from its ordinary runs in ``others`` (final scores, seed means)."""
+    A ``recipe`` without budgeted rows is read from its ordinary runs in ``others`` (final scores, seed means).
+    ``clock``: ``{variant: {"default" | "recipe": timing variant}}`` for a variant run on another machine than
+    the references: its speed-ups divide the timing variant's CPU s (the reference re-run beside it, at its
+    largest budget), not the reference's own; the levels stay the references' seed means."""
     bdf = bdf.assign(cpu=[run_cpu_s(c) for c in bdf.curve], budget=bdf.budget.astype(int))
     if recipe and recipe not in set(bdf.variant) and others is not None:
         r = others[(others.variant == recipe) & others["clip"].isin(set(bdf["clip"]))]
@@ -63,8 +75,10 @@ def budget_table(
         "|---|---|--:|--:|--:|" + ("--:|--:|--:|" if recipe else "") + "--:|",
     ]
     speed: dict[str, dict[str, list]] = {}
+    clock = dict(clock or {})
+    timers = {t for by in clock.values() for t in by.values()}
     for v in dict.fromkeys(bdf.variant):
-        if v == recipe:  # the baseline stays: its own row gives its time to the recipe's final
+        if v == recipe or v in timers:  # the baseline stays: its own row gives its time to the recipe's final
             continue
         g = cell[cell.variant == v].sort_values("budget")
         for c in dict.fromkeys(g["clip"]):
@@ -76,6 +90,10 @@ def budget_table(
             if recipe and not rc.empty:
                 rc = rc[rc.budget == rc.budget.max()]
                 refs.append(("recipe", float(rc.mrmel.iloc[0]), float(rc.cpu.iloc[0])))
+            for i, (name, level, _) in enumerate(refs):
+                t = cell[(cell.variant == clock.get(v, {}).get(name)) & (cell["clip"] == c)]
+                if not t.empty:  # the reference's CPU s on this variant's machine
+                    refs[i] = (name, level, float(t[t.budget == t.budget.max()].cpu.iloc[0]))
             cells, row = [], {}
             for name, level, ref_cpu in refs:
                 hit = gc[gc.mrmel <= level]

@@ -253,7 +253,9 @@ def bench_report(
 
     if not bdf.empty:
         bs = settings.get("budget", {})
-        lines, summary["budget"] = budget_table(bdf, bs.get("baseline", "budget_default"), bs.get("recipe"), df)
+        lines, summary["budget"] = budget_table(
+            bdf, bs.get("baseline", "budget_default"), bs.get("recipe"), df, bs.get("clock")
+        )
         md += ["", "## Budgeted runs: MR log-mel (median CPU s) per budget N, one run of steps=N each", ""]
         md.append(
             "Each cell is a separate run with `steps=N`, scored on its exported codes (what a user with that "
