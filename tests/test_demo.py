@@ -10,6 +10,7 @@ import pytest
 import soundfile as sf
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
 
 import voxinv.run as R
 from voxinv import rundir
@@ -94,3 +95,16 @@ def test_reference_needs_an_encoder(tmp_path, caplog):
     m = R.run(cfg, tmp_path / "run")
     assert "reference" not in m and (tmp_path / "run" / rundir.VOICE).is_file()
     assert "has no codec encoder" in caplog.text
+
+
+def test_quick_starts_from_the_committed_learned_encoder(tmp_path, monkeypatch):
+    """experiment=quick: the learned encoder's one-pass answer on the proxy, then a short refinement."""
+    with initialize_config_dir(config_dir=R.CONF_DIR, version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=quick", f"target.path={CLIP}", "steps=2", "eval_every=2"])
+    assert cfg.model.name == "proxy" and cfg.init.kind == "encoder"
+    assert (REPO / cfg.init.path).resolve() == REPO / "assets" / "proxy" / "learned_encoder.safetensors"
+    monkeypatch.chdir(REPO)  # init.path is relative to the repository root
+    monkeypatch.setenv("VOXINV_CACHE", str(tmp_path / "cache"))
+    m = R.run(OmegaConf.merge(cfg, {"trainer": {"enable_progress_bar": False}}), tmp_path / "run")
+    assert m["init"]["kind"] == "encoder" and m["steps"] == 2
+    assert m["history"][0]["step"] == 0 and m["final"]["total"] <= m["history"][0]["objective"] + 1e-6
