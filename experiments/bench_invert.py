@@ -58,7 +58,7 @@ def _sync(device: torch.device) -> None:
 
 
 def _speaker_available() -> bool:
-    from voxinv.invert.speaker import SpeakerEncoderUnavailable, weights_path
+    from voxinv.speaker.ge2e import SpeakerEncoderUnavailable, weights_path
 
     try:
         weights_path()
@@ -83,7 +83,7 @@ class Setup:
         weights = {k: v for k, v in cfg.loss.weights.items() if v > 0}
         spk = None
         if weights.get("spk"):
-            from voxinv.invert.speaker import SpeakerEncoder
+            from voxinv.speaker.ge2e import SpeakerEncoder
 
             spk = SpeakerEncoder.load(device)
         self.weights = weights

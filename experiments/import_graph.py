@@ -8,7 +8,8 @@ Layers, bottom → top (a module may import its own layer and those below; read 
    ``voxinv.manifests``, ``voxinv.trainer``, ``voxinv.dsp`` (if present), ``voxinv.figures`` (figure
    style, the spectrogram figure), ``voxinv.stopping`` (the early-stop rule): file formats, audio I/O,
    paths, plain helpers — no model, no metric.
-1. ``voxinv.voxtral``: the codec, the TTS, code tables (reads layer 0).
+1. ``voxinv.voxtral``: the codec, the TTS, code tables; ``voxinv.speaker``: the speaker models (GE2E,
+   d-vector) that the speaker losses and graders share (read layer 0).
 2. ``voxinv.frozen`` (the frozen decoder wrapper), ``voxinv.eval`` without its report: the metric
    registry (``voxinv.eval.formats``), the metric suite, ``python -m voxinv.eval``.
 3. ``voxinv.invert`` and ``voxinv.encoder``: inversion and the learned encoder (an encoder init reads
@@ -47,6 +48,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     ("voxinv.figures", 0),
     ("voxinv.stopping", 0),
     ("voxinv.voxtral", 1),
+    ("voxinv.speaker", 1),
     ("voxinv.frozen", 2),
     ("voxinv.eval", 2),
     ("voxinv.invert", 3),

@@ -118,7 +118,7 @@ def _env(voxinv_cache, monkeypatch):
 def _setup(case, maker, overrides, tmp_path, tiny_dir, monkeypatch) -> list[str]:
     made = maker(tmp_path / ("input.ckpt" if maker is unsafe_ckpt else "input.wav")) if maker else None
     if "@no-resemblyzer" in overrides:
-        import voxinv.invert.speaker as S
+        import voxinv.speaker.ge2e as S
 
         real = S.importlib.util.find_spec
         monkeypatch.setattr(S.importlib.util, "find_spec", lambda n, *a: None if n == "resemblyzer" else real(n, *a))

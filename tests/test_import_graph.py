@@ -45,3 +45,5 @@ def test_package_has_no_cycles_and_no_upward_imports():
     assert res["modules"] > 50
     assert res["cycles"] == []
     assert res["upward"] == []
+    inner = _graph().analyse(REPO, include_inner=True)  # in-function imports too: no layer leak anywhere
+    assert inner["upward"] == [] and inner["cycles"] == []

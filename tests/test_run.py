@@ -105,7 +105,7 @@ def _run(tmp_path: Path, name: str, *overrides: str) -> tuple[Path, dict, DictCo
 
 
 def _has_speaker_encoder() -> bool:
-    from voxinv.invert.speaker import SpeakerEncoderUnavailable, weights_path
+    from voxinv.speaker.ge2e import SpeakerEncoderUnavailable, weights_path
 
     try:
         weights_path()

@@ -138,7 +138,7 @@ def test_waveform_terms_broadcast_the_target(name):
 def test_speaker_term_without_a_target_embeds_each_items_own():
     """The encoder trainer's form (no run target): ``x[b]`` is item b's reference; with a target it is that."""
     from voxinv.invert.losses import SpeakerTerm
-    from voxinv.invert.speaker import SpeakerEncoder, SpeakerEncoderUnavailable
+    from voxinv.speaker.ge2e import SpeakerEncoder, SpeakerEncoderUnavailable
 
     try:
         enc = SpeakerEncoder.load("cpu")
@@ -163,7 +163,7 @@ def test_the_preflight_reads_each_terms_needs(weight, monkeypatch):
 
     from voxinv.invert.guard import missing_packages
     from voxinv.invert.losses import MissingPackage
-    from voxinv.invert.speaker import SpeakerEncoderUnavailable
+    from voxinv.speaker.ge2e import SpeakerEncoderUnavailable
 
     node = f"+loss.nsr={{_target_:{__name__}.NeedsAPackage,eps:1e-8}}"
     cfg = compose_fast(FAST, "loss=stft", node, f"+loss.weights.nsr={weight}")

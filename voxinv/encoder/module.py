@@ -21,7 +21,7 @@ def build_loss_terms(loss_cfg: DictConfig, sr: int, device) -> dict[str, nn.Modu
     """The inversion's loss terms (those ``loss.weights`` lists); each crop is its own target, so only terms
     that consume the waveform serve, and a speaker term embeds each crop as its own reference."""
     from voxinv.invert.losses import Lazy, build_terms, chosen_terms, consumes, term_nodes
-    from voxinv.invert.speaker import SpeakerEncoder
+    from voxinv.speaker.ge2e import SpeakerEncoder
 
     loss = OmegaConf.to_container(loss_cfg, resolve=True)
     other = sorted(k for k, (_, cls) in chosen_terms(loss).items() if consumes(cls) != "wave")

@@ -65,7 +65,7 @@ def build_losses(cfg: DictConfig, model: Model, target: Target, device: torch.de
     """The loss suite: the terms ``loss.weights`` lists, each from its ``loss.<name>`` node
     (:func:`voxinv.invert.losses.build_terms`; the speaker encoder is loaded only when a term takes it)."""
     from voxinv.invert.losses import Lazy, build_terms
-    from voxinv.invert.speaker import SpeakerEncoder
+    from voxinv.speaker.ge2e import SpeakerEncoder
 
     spk = Lazy(lambda: SpeakerEncoder.load(device))
     sr, wav = model.codec.sampling_rate, target.wav.to(device)

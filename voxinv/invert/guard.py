@@ -54,7 +54,7 @@ def missing_packages(cfg: DictConfig) -> None:
     import importlib.util
 
     from voxinv.invert.losses import check_needs
-    from voxinv.invert.speaker import INSTALL_HINT
+    from voxinv.speaker.ge2e import INSTALL_HINT
 
     check_needs(cfg.loss)  # each chosen term's declared needs (one line naming the install command)
     need = group_packages()  # the metric registry: eval group → its graders' packages
@@ -372,8 +372,8 @@ def exit_on_bad_input() -> Iterator[None]:
     """The command line's answer: bad input is one line and exit 2 (no traceback; bugs still raise
     with one), a full disk one line and exit 3, an interrupt before any codes existed 128 + signal."""
     from voxinv.audio import AudioError
-    from voxinv.invert.dvector import DVectorUnavailable
-    from voxinv.invert.speaker import SpeakerEncoderUnavailable
+    from voxinv.speaker.dvector import DVectorUnavailable
+    from voxinv.speaker.ge2e import SpeakerEncoderUnavailable
     from voxinv.voxtral.checkpoint import CheckpointError
 
     bad = (CheckpointError, AudioError, FileNotFoundError, ValueError, SpeakerEncoderUnavailable, DVectorUnavailable)

