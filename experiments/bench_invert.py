@@ -104,13 +104,13 @@ def time_module(s: Setup, warmup: int, steps: int) -> dict:
 
     from voxinv.invert.clip import Clip
     from voxinv.invert.module import InversionModule, Steps
-    from voxinv.invert.settings import resolve, trainer_settings
+    from voxinv.invert.settings import resolve
     from voxinv.trainer import build_trainer
 
     cfg = s.cfg.copy()
     cfg.steps = warmup + steps + 1  # +1: the last step evaluates (not timed)
     cfg.eval_every = 0
-    settings, recipe = resolve(cfg, s.device)
+    settings, recipe = resolve(cfg, s.device)  # also refuses trainer.devices != 1
     clip = Clip("bench", s.target, s.losses, s.params, settings.seed)
     module = InversionModule([clip], s.codec, settings, recipe, eval_codec=s.codec)
     marks: dict = {}
@@ -134,7 +134,6 @@ def time_module(s: Setup, warmup: int, steps: int) -> dict:
                 marks["t1"], marks["c1"] = time.perf_counter(), time.process_time()
                 marks["mem"].__exit__(None, None, None)
 
-    trainer_settings(cfg.trainer, s.device)  # one device
     trainer = build_trainer(
         cfg.trainer,
         s.device,

@@ -78,7 +78,8 @@ def budget_table(
     clock = dict(clock or {})
     timers = {t for by in clock.values() for t in by.values()}
     for v in dict.fromkeys(bdf.variant):
-        if v == recipe or v in timers:  # the baseline stays: its own row gives its time to the recipe's final
+        # references are not rows: the recipe and the re-timings (the baseline stays: its time to the recipe's final)
+        if v == recipe or v in timers:
             continue
         g = cell[cell.variant == v].sort_values("budget")
         for c in dict.fromkeys(g["clip"]):
